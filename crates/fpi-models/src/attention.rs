@@ -1,0 +1,105 @@
+//! Multi-head attention as diffusers' `Attention` (UNet self/cross attention, VAE mid-block attention).
+
+use burn::module::Module;
+use burn::nn::{GroupNorm, GroupNormConfig, Linear, LinearConfig};
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{Device, Tensor};
+
+/// The most bytes one score block `[B, H, rows, Lk]` may take. Real WebGPU adapters (and lavapipe) bind at
+/// most 128 MiB per buffer; half of that leaves room for the softmax's temporaries.
+pub const SCORE_BLOCK_BYTES: usize = 64 << 20;
+
+/// `softmax(q·kᵀ/√d)·v` over `[B, H, L, D]` tensors, in blocks of query rows so that no score tensor
+/// exceeds [`SCORE_BLOCK_BYTES`]. Rows are independent, so the blocks give the unblocked result exactly.
+pub fn blocked_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, causal: bool) -> Tensor<4> {
+    let [b, h, lq, _] = q.dims();
+    let lk = k.dims()[2];
+    let options = AttentionModuleOptions {
+        is_causal: causal,
+        ..Default::default()
+    };
+    let rows = (SCORE_BLOCK_BYTES / (b * h * lk * size_of::<f32>()).max(1)).max(1);
+    if rows >= lq || causal {
+        return attention(q, k, v, None, None, options);
+    }
+    let blocks = (0..lq)
+        .step_by(rows)
+        .map(|start| {
+            let len = rows.min(lq - start);
+            attention(q.clone().narrow(2, start, len), k.clone(), v.clone(), None, None, options)
+        })
+        .collect();
+    Tensor::cat(blocks, 2)
+}
+
+/// diffusers' `Attention`: query from `x`, key and value from `context` (or `x`), `heads` heads, output projection.
+#[derive(Module, Debug)]
+pub struct Attention {
+    pub to_q: Linear,
+    pub to_k: Linear,
+    pub to_v: Linear,
+    /// diffusers' `to_out.0` (its `to_out.1` is a dropout).
+    pub to_out: Linear,
+    pub heads: usize,
+}
+
+impl Attention {
+    /// `dim` query channels, `context_dim` key/value channels; `qkv_bias` is false in the UNet, true in the VAE.
+    pub fn new(dim: usize, context_dim: usize, heads: usize, qkv_bias: bool, device: &Device) -> Self {
+        let qkv = |d_in| LinearConfig::new(d_in, dim).with_bias(qkv_bias).init(device);
+        Self {
+            to_q: qkv(dim),
+            to_k: qkv(context_dim),
+            to_v: qkv(context_dim),
+            to_out: LinearConfig::new(dim, dim).init(device),
+            heads,
+        }
+    }
+
+    /// `x`: `[B, L, C]`; `context`: `[B, Lc, Cc]` for cross-attention, `None` for self-attention.
+    pub fn forward(&self, x: Tensor<3>, context: Option<Tensor<3>>) -> Tensor<3> {
+        let context = context.unwrap_or_else(|| x.clone());
+        let q = self.split_heads(self.to_q.forward(x));
+        let k = self.split_heads(self.to_k.forward(context.clone()));
+        let v = self.split_heads(self.to_v.forward(context));
+        let out = blocked_attention(q, k, v, false);
+        self.to_out.forward(merge_heads(out))
+    }
+
+    fn split_heads(&self, x: Tensor<3>) -> Tensor<4> {
+        let [b, l, c] = x.dims();
+        x.reshape([b, l, self.heads, c / self.heads]).swap_dims(1, 2)
+    }
+}
+
+/// `[B, H, L, D]` → `[B, L, H·D]`.
+pub fn merge_heads(x: Tensor<4>) -> Tensor<3> {
+    let [b, h, l, d] = x.dims();
+    x.swap_dims(1, 2).reshape([b, l, h * d])
+}
+
+/// The VAE's single-head spatial self-attention with its group norm and residual.
+#[derive(Module, Debug)]
+pub struct SpatialAttention {
+    pub group_norm: GroupNorm,
+    pub attention: Attention,
+}
+
+impl SpatialAttention {
+    /// Attention over the `channels` of a feature map, normalised with `groups` groups.
+    pub fn new(channels: usize, groups: usize, device: &Device) -> Self {
+        Self {
+            group_norm: GroupNormConfig::new(groups, channels).with_epsilon(1e-6).init(device),
+            attention: Attention::new(channels, channels, 1, true, device),
+        }
+    }
+
+    /// `x`: `[B, C, H, W]`.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let [b, c, h, w] = x.dims();
+        let tokens = self.group_norm.forward(x.clone()).reshape([b, c, h * w]).swap_dims(1, 2);
+        let out = self.attention.forward(tokens, None);
+        x + out.swap_dims(1, 2).reshape([b, c, h, w])
+    }
+}

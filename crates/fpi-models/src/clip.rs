@@ -1,0 +1,168 @@
+//! SD1.5's CLIP text encoder: token and position embeddings, pre-LN causal transformer, final layer norm.
+
+use burn::module::{Module, Param};
+use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::tensor::activation::{gelu, sigmoid};
+use burn::tensor::{Device, Tensor, TensorData};
+
+use crate::attention::{blocked_attention, merge_heads};
+use crate::config::ClipConfig;
+
+/// CLIP's attention: separate q/k/v/out projections with biases, causal.
+#[derive(Module, Debug)]
+pub struct ClipAttention {
+    pub q_proj: Linear,
+    pub k_proj: Linear,
+    pub v_proj: Linear,
+    pub out_proj: Linear,
+    pub heads: usize,
+}
+
+/// The two-layer MLP.
+#[derive(Module, Debug)]
+pub struct ClipMlp {
+    pub fc1: Linear,
+    pub fc2: Linear,
+    /// `quick_gelu` (x·σ(1.702x), SD1.5) or exact `gelu`.
+    pub quick_gelu: bool,
+}
+
+/// One pre-LN transformer layer.
+#[derive(Module, Debug)]
+pub struct ClipEncoderLayer {
+    pub layer_norm1: LayerNorm,
+    pub self_attn: ClipAttention,
+    pub layer_norm2: LayerNorm,
+    pub mlp: ClipMlp,
+}
+
+/// The layers (transformers' `encoder.layers`).
+#[derive(Module, Debug)]
+pub struct ClipEncoder {
+    pub layers: Vec<ClipEncoderLayer>,
+}
+
+/// The embeddings that live on the device. The token table stays on the host (see [`TokenTable`]).
+#[derive(Module, Debug)]
+pub struct ClipEmbeddings {
+    pub position_embedding: burn::nn::Embedding,
+}
+
+/// CLIP's token embedding table, kept in host memory: SD1.5's is 151.8 MB in f32, more than many GPUs bind in one
+/// buffer, and a prompt needs only 77 of its rows.
+#[derive(Debug, Clone)]
+pub struct TokenTable {
+    /// Row-major `[vocab, dim]`.
+    pub rows: Vec<f32>,
+    pub dim: usize,
+}
+
+impl TokenTable {
+    /// The rows of `ids` as a `[ids.len(), dim]` matrix; ids past the table are an error.
+    pub fn lookup(&self, ids: &[u32]) -> Result<Vec<f32>, String> {
+        let vocab = self.rows.len() / self.dim;
+        let mut out = Vec::with_capacity(ids.len() * self.dim);
+        for &id in ids {
+            let id = id as usize;
+            if id >= vocab {
+                return Err(format!("token id {id} is outside the vocabulary of {vocab}"));
+            }
+            out.extend_from_slice(&self.rows[id * self.dim..(id + 1) * self.dim]);
+        }
+        Ok(out)
+    }
+}
+
+/// The text model: `[B, 77]` token ids → last hidden state `[B, 77, hidden]`.
+#[derive(Module, Debug)]
+pub struct ClipTextModel {
+    pub embeddings: ClipEmbeddings,
+    pub encoder: ClipEncoder,
+    pub final_layer_norm: LayerNorm,
+    #[module(skip)]
+    pub token_table: TokenTable,
+}
+
+impl ClipTextModel {
+    /// A text model shaped by `config` (weights to be loaded) around an already loaded token table.
+    pub fn new(config: &ClipConfig, token_table: TokenTable, device: &Device) -> Self {
+        let d = config.hidden_size;
+        let norm = || LayerNormConfig::new(d).with_epsilon(config.layer_norm_eps).init(device);
+        let linear = |i, o| LinearConfig::new(i, o).init(device);
+        let layers = (0..config.num_hidden_layers)
+            .map(|_| ClipEncoderLayer {
+                layer_norm1: norm(),
+                self_attn: ClipAttention {
+                    q_proj: linear(d, d),
+                    k_proj: linear(d, d),
+                    v_proj: linear(d, d),
+                    out_proj: linear(d, d),
+                    heads: config.num_attention_heads,
+                },
+                layer_norm2: norm(),
+                mlp: ClipMlp {
+                    fc1: linear(d, config.intermediate_size),
+                    fc2: linear(config.intermediate_size, d),
+                    quick_gelu: config.hidden_act == "quick_gelu",
+                },
+            })
+            .collect();
+        Self {
+            embeddings: ClipEmbeddings {
+                position_embedding: burn::nn::EmbeddingConfig::new(config.max_position_embeddings, d).init(device),
+            },
+            encoder: ClipEncoder { layers },
+            final_layer_norm: norm(),
+            token_table,
+        }
+    }
+
+    /// The last hidden state for each row of token ids (each row as long as the position table, 77 for SD).
+    pub fn forward(&self, ids: &[Vec<u32>], device: &Device) -> Result<Tensor<3>, String> {
+        let positions: &Param<Tensor<2>> = &self.embeddings.position_embedding.weight;
+        let [max_len, dim] = positions.dims();
+        let batch = ids.len();
+        let mut rows = Vec::with_capacity(batch * max_len * dim);
+        for row in ids {
+            if row.len() != max_len {
+                return Err(format!("expected {max_len} token ids per prompt, got {}", row.len()));
+            }
+            rows.extend(self.token_table.lookup(row)?);
+        }
+        let tokens = Tensor::<3>::from_data(TensorData::new(rows, [batch, max_len, dim]), device);
+        let mut h = tokens + positions.val().unsqueeze_dim::<3>(0);
+        for layer in &self.encoder.layers {
+            h = layer.forward(h);
+        }
+        Ok(self.final_layer_norm.forward(h))
+    }
+}
+
+impl ClipEncoderLayer {
+    fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let x = self.self_attn.forward(self.layer_norm1.forward(x.clone())) + x;
+        self.mlp.forward(self.layer_norm2.forward(x.clone())) + x
+    }
+}
+
+impl ClipAttention {
+    fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let [b, l, c] = x.dims();
+        let heads = |t: Tensor<3>| t.reshape([b, l, self.heads, c / self.heads]).swap_dims(1, 2);
+        let q = heads(self.q_proj.forward(x.clone()));
+        let k = heads(self.k_proj.forward(x.clone()));
+        let v = heads(self.v_proj.forward(x));
+        self.out_proj.forward(merge_heads(blocked_attention(q, k, v, true)))
+    }
+}
+
+impl ClipMlp {
+    fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let h = self.fc1.forward(x);
+        let h = match self.quick_gelu {
+            true => h.clone() * sigmoid(h.mul_scalar(1.702)),
+            false => gelu(h),
+        };
+        self.fc2.forward(h)
+    }
+}

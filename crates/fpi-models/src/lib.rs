@@ -1,0 +1,26 @@
+//! Stable Diffusion 1.5's networks in burn, numerically equal to diffusers, loaded from diffusers model folders.
+//!
+//! - [`clip::ClipTextModel`]: prompt token ids → text states `[B, 77, 768]`.
+//! - [`unet::UNet2DConditionModel`]: ε(latents, timestep, text states).
+//! - [`vae::AutoencoderKL`]: images ↔ latents.
+//! - [`tokenizer::ClipTokenizer`]: prompts → 77 token ids.
+//! - [`folder::ModelFolder`]: reads configs and weights of each part, with errors that name file, key and shapes.
+//!
+//! No tensor on the device exceeds 128 MiB at SD1.5 size for the UNet and CLIP: the token table stays on the host
+//! and attention runs in blocks of query rows.
+
+pub mod attention;
+pub mod clip;
+pub mod config;
+pub mod device;
+pub mod error;
+pub mod folder;
+pub mod resnet;
+pub mod tokenizer;
+pub mod transformer;
+pub mod unet;
+pub mod vae;
+pub mod weights;
+
+pub use error::{Error, Result};
+pub use folder::ModelFolder;

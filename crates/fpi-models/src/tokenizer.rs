@@ -1,0 +1,120 @@
+//! SD1.5's CLIP tokenizer: byte-level BPE with `</w>` word ends, lower-cased, padded to 77 tokens.
+
+use std::path::Path;
+
+use tokenizers::models::bpe::BPE;
+use tokenizers::normalizers::{Lowercase, NFC, Replace, Sequence as Normalizers};
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::pre_tokenizers::sequence::Sequence as PreTokenizers;
+use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
+use tokenizers::{SplitDelimiterBehavior, Tokenizer};
+
+use crate::error::{Error, Result};
+
+/// The words CLIP's BPE sees: contractions, runs of letters, single digits, runs of other symbols.
+const CLIP_WORDS: &str = r"<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+";
+const START: &str = "<|startoftext|>";
+const END: &str = "<|endoftext|>";
+
+/// A prompt as token ids, and whether it had to be cut to fit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tokens {
+    /// `max_len` ids: start, the prompt's tokens, end, then end again as padding.
+    pub ids: Vec<u32>,
+    /// How many of the prompt's tokens were dropped to fit (0 when it fit).
+    pub dropped: usize,
+}
+
+/// CLIP's tokenizer with SD1.5's framing of a prompt.
+pub struct ClipTokenizer {
+    inner: Tokenizer,
+    start: u32,
+    end: u32,
+    max_len: usize,
+}
+
+impl ClipTokenizer {
+    /// Reads a `tokenizer/` folder: `tokenizer.json` when present, else `vocab.json` + `merges.txt`.
+    pub fn from_dir(dir: &Path) -> Result<Self> {
+        let json = dir.join("tokenizer.json");
+        if json.exists() {
+            return Self::from_tokenizer_json(&json);
+        }
+        Self::from_vocab_merges(&dir.join("vocab.json"), &dir.join("merges.txt"))
+    }
+
+    /// Reads a `tokenizer.json` written by the `tokenizers` library.
+    pub fn from_tokenizer_json(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let inner = Tokenizer::from_bytes(&bytes).map_err(|e| tokenizer_error(path, e))?;
+        Self::new(inner, path)
+    }
+
+    /// Builds CLIP's tokenizer from its vocabulary and merge list (the files of SD1.5's `tokenizer/` folder).
+    pub fn from_vocab_merges(vocab: &Path, merges: &Path) -> Result<Self> {
+        for path in [vocab, merges] {
+            if !path.exists() {
+                return Err(Error::MissingFile(format!(
+                    "{}: not found (a tokenizer folder needs tokenizer.json, or vocab.json and merges.txt)",
+                    path.display()
+                )));
+            }
+        }
+        let bpe = BPE::from_file(&vocab.to_string_lossy(), &merges.to_string_lossy())
+            .unk_token(END.into())
+            .continuing_subword_prefix(String::new())
+            .end_of_word_suffix("</w>".into())
+            .build()
+            .map_err(|e| tokenizer_error(vocab, e))?;
+        let mut inner = Tokenizer::new(bpe);
+        let whitespace = Replace::new(SplitPattern::Regex(r"\s+".into()), " ").map_err(|e| tokenizer_error(vocab, e))?;
+        inner.with_normalizer(Some(Normalizers::new(vec![NFC.into(), whitespace.into(), Lowercase.into()])));
+        let words = Split::new(SplitPattern::Regex(CLIP_WORDS.into()), SplitDelimiterBehavior::Removed, true)
+            .map_err(|e| tokenizer_error(vocab, e))?;
+        inner.with_pre_tokenizer(Some(PreTokenizers::new(vec![words.into(), ByteLevel::new(false, true, true).into()])));
+        Self::new(inner, vocab)
+    }
+
+    fn new(mut inner: Tokenizer, path: &Path) -> Result<Self> {
+        inner.with_truncation(None).map_err(|e| tokenizer_error(path, e))?;
+        inner.with_padding(None);
+        let id = |token: &str| {
+            inner.token_to_id(token).ok_or_else(|| Error::Tokenizer {
+                path: path.to_owned(),
+                message: format!("the vocabulary has no {token}"),
+            })
+        };
+        Ok(Self {
+            start: id(START)?,
+            end: id(END)?,
+            inner,
+            max_len: 77,
+        })
+    }
+
+    /// Tokenizes a prompt into exactly 77 ids, as diffusers' SD1.5 pipeline does (truncating long prompts).
+    pub fn encode(&self, prompt: &str) -> Result<Tokens> {
+        let encoding = self.inner.encode(prompt, false).map_err(|e| Error::Tokenizer {
+            path: "<prompt>".into(),
+            message: e.to_string(),
+        })?;
+        let words = encoding.get_ids();
+        let room = self.max_len - 2;
+        let kept = &words[..words.len().min(room)];
+        let mut ids = Vec::with_capacity(self.max_len);
+        ids.push(self.start);
+        ids.extend_from_slice(kept);
+        ids.resize(self.max_len, self.end);
+        Ok(Tokens {
+            ids,
+            dropped: words.len() - kept.len(),
+        })
+    }
+}
+
+fn tokenizer_error(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::Tokenizer {
+        path: path.to_owned(),
+        message: e.to_string(),
+    }
+}

@@ -1,0 +1,131 @@
+//! diffusers' `Transformer2DModel`: the UNet's spatial transformer with self- and cross-attention.
+
+use burn::module::Module;
+use burn::nn::conv::Conv2d;
+use burn::nn::{GroupNorm, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::tensor::activation::gelu;
+use burn::tensor::{Device, Tensor};
+
+use crate::attention::Attention;
+use crate::resnet::{conv, group_norm};
+
+/// GEGLU feed-forward: `proj` to twice the inner width, `x · gelu(gate)`, back to `dim`.
+#[derive(Module, Debug)]
+pub struct FeedForward {
+    /// diffusers' `ff.net.0.proj`.
+    pub geglu: Linear,
+    /// diffusers' `ff.net.2`.
+    pub out: Linear,
+}
+
+impl FeedForward {
+    fn new(dim: usize, device: &Device) -> Self {
+        let inner = 4 * dim;
+        Self {
+            geglu: LinearConfig::new(dim, 2 * inner).init(device),
+            out: LinearConfig::new(inner, dim).init(device),
+        }
+    }
+
+    fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let [value, gate] = self.geglu.forward(x).chunk(2, 2).try_into().expect("two halves");
+        self.out.forward(value * gelu(gate))
+    }
+}
+
+/// Pre-LN block: self-attention, cross-attention on the text states, GEGLU feed-forward; each with a residual.
+#[derive(Module, Debug)]
+pub struct BasicTransformerBlock {
+    pub norm1: LayerNorm,
+    pub attn1: Attention,
+    pub norm2: LayerNorm,
+    pub attn2: Attention,
+    pub norm3: LayerNorm,
+    pub ff: FeedForward,
+}
+
+impl BasicTransformerBlock {
+    fn new(dim: usize, context_dim: usize, heads: usize, device: &Device) -> Self {
+        let norm = || LayerNormConfig::new(dim).init(device);
+        Self {
+            norm1: norm(),
+            attn1: Attention::new(dim, dim, heads, false, device),
+            norm2: norm(),
+            attn2: Attention::new(dim, context_dim, heads, false, device),
+            norm3: norm(),
+            ff: FeedForward::new(dim, device),
+        }
+    }
+
+    fn forward(&self, x: Tensor<3>, context: &Tensor<3>) -> Tensor<3> {
+        let x = self.attn1.forward(self.norm1.forward(x.clone()), None) + x;
+        let x = self.attn2.forward(self.norm2.forward(x.clone()), Some(context.clone())) + x;
+        self.ff.forward(self.norm3.forward(x.clone())) + x
+    }
+}
+
+/// The projection in and out of the token sequence: a 1×1 convolution (SD1.x) or a linear layer (SD2.x).
+#[derive(Module, Debug)]
+pub enum Projection {
+    Conv(Conv2d),
+    Linear(Linear),
+}
+
+/// Group norm, projection to tokens, transformer blocks, projection back, residual.
+#[derive(Module, Debug)]
+pub struct Transformer2DModel {
+    pub norm: GroupNorm,
+    pub proj_in: Projection,
+    pub transformer_blocks: Vec<BasicTransformerBlock>,
+    pub proj_out: Projection,
+}
+
+/// The shape of a [`Transformer2DModel`].
+#[derive(Debug, Clone, Copy)]
+pub struct TransformerShape {
+    pub channels: usize,
+    pub heads: usize,
+    pub context_dim: usize,
+    pub depth: usize,
+    pub groups: usize,
+    pub linear_projection: bool,
+}
+
+impl Transformer2DModel {
+    /// A transformer of the given shape (weights to be loaded).
+    pub fn new(s: TransformerShape, device: &Device) -> Self {
+        let c = s.channels;
+        let projection = || match s.linear_projection {
+            true => Projection::Linear(LinearConfig::new(c, c).init(device)),
+            false => Projection::Conv(conv([c, c], 1, 1, 0, device)),
+        };
+        Self {
+            norm: group_norm(s.groups, c, 1e-6, device),
+            proj_in: projection(),
+            transformer_blocks: (0..s.depth)
+                .map(|_| BasicTransformerBlock::new(c, s.context_dim, s.heads, device))
+                .collect(),
+            proj_out: projection(),
+        }
+    }
+
+    /// `x`: `[B, C, H, W]`; `context`: the text states `[B, 77, context_dim]`.
+    pub fn forward(&self, x: Tensor<4>, context: &Tensor<3>) -> Tensor<4> {
+        let [b, c, h, w] = x.dims();
+        let normed = self.norm.forward(x.clone());
+        let to_tokens = |t: Tensor<4>| t.reshape([b, c, h * w]).swap_dims(1, 2);
+        let mut tokens = match &self.proj_in {
+            Projection::Conv(conv) => to_tokens(conv.forward(normed)),
+            Projection::Linear(linear) => linear.forward(to_tokens(normed)),
+        };
+        for block in &self.transformer_blocks {
+            tokens = block.forward(tokens, context);
+        }
+        let to_map = |t: Tensor<3>| t.swap_dims(1, 2).reshape([b, c, h, w]);
+        let out = match &self.proj_out {
+            Projection::Conv(conv) => conv.forward(to_map(tokens)),
+            Projection::Linear(linear) => to_map(linear.forward(tokens)),
+        };
+        out + x
+    }
+}

@@ -1,0 +1,197 @@
+//! diffusers' `AutoencoderKL`: images ↔ latents.
+
+use burn::module::Module;
+use burn::nn::GroupNorm;
+use burn::nn::conv::Conv2d;
+use burn::tensor::activation::silu;
+use burn::tensor::{Device, Tensor};
+
+use crate::attention::SpatialAttention;
+use crate::config::VaeConfig;
+use crate::resnet::{Downsample2D, ResnetBlock2D, ResnetShape, Upsample2D, conv, group_norm};
+
+const VAE_EPS: f64 = 1e-6;
+
+/// Resnet, attention, resnet at the lowest resolution.
+#[derive(Module, Debug)]
+pub struct VaeMidBlock {
+    pub resnets: Vec<ResnetBlock2D>,
+    /// Empty when the config sets `mid_block_add_attention: false`.
+    pub attentions: Vec<SpatialAttention>,
+}
+
+impl VaeMidBlock {
+    fn new(channels: usize, groups: usize, attention: bool, device: &Device) -> Self {
+        let resnet = || ResnetBlock2D::new(vae_resnet(channels, channels, groups), device);
+        Self {
+            resnets: vec![resnet(), resnet()],
+            attentions: attention.then(|| SpatialAttention::new(channels, groups, device)).into_iter().collect(),
+        }
+    }
+
+    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let mut h = self.resnets[0].forward(x, None);
+        for attn in &self.attentions {
+            h = attn.forward(h);
+        }
+        self.resnets[1].forward(h, None)
+    }
+}
+
+/// A level of the encoder: resnets, then a downsampler (except on the last level).
+#[derive(Module, Debug)]
+pub struct EncoderBlock {
+    pub resnets: Vec<ResnetBlock2D>,
+    pub downsamplers: Vec<Downsample2D>,
+}
+
+/// A level of the decoder: resnets, then an upsampler (except on the last level).
+#[derive(Module, Debug)]
+pub struct DecoderBlock {
+    pub resnets: Vec<ResnetBlock2D>,
+    pub upsamplers: Vec<Upsample2D>,
+}
+
+/// Image `[B, 3, H, W]` → the posterior's moments `[B, 2·latent_channels, H/f, W/f]`.
+#[derive(Module, Debug)]
+pub struct Encoder {
+    pub conv_in: Conv2d,
+    pub down_blocks: Vec<EncoderBlock>,
+    pub mid_block: VaeMidBlock,
+    pub conv_norm_out: GroupNorm,
+    pub conv_out: Conv2d,
+}
+
+/// Latents `[B, latent_channels, h, w]` → image `[B, 3, h·f, w·f]`.
+#[derive(Module, Debug)]
+pub struct Decoder {
+    pub conv_in: Conv2d,
+    pub mid_block: VaeMidBlock,
+    pub up_blocks: Vec<DecoderBlock>,
+    pub conv_norm_out: GroupNorm,
+    pub conv_out: Conv2d,
+}
+
+/// The VAE: encoder, decoder and the 1×1 (post-)quantisation convolutions.
+#[derive(Module, Debug)]
+pub struct AutoencoderKL {
+    pub encoder: Encoder,
+    pub quant_conv: Option<Conv2d>,
+    pub post_quant_conv: Option<Conv2d>,
+    pub decoder: Decoder,
+    /// Latents are `scaling_factor` × the posterior mean.
+    pub scaling_factor: f64,
+}
+
+/// The posterior of an encoded image: a diagonal Gaussian.
+pub struct Posterior {
+    /// `[B, latent_channels, h, w]`; the deterministic encoding.
+    pub mean: Tensor<4>,
+    /// Log-variance, clamped to [-30, 20] as diffusers does.
+    pub logvar: Tensor<4>,
+}
+
+fn vae_resnet(in_channels: usize, out_channels: usize, groups: usize) -> ResnetShape {
+    ResnetShape {
+        in_channels,
+        out_channels,
+        temb_channels: None,
+        groups,
+        eps: VAE_EPS,
+    }
+}
+
+impl AutoencoderKL {
+    /// A VAE shaped by `config` (weights to be loaded). The config must have passed [`VaeConfig::validate`].
+    pub fn new(config: &VaeConfig, device: &Device) -> Self {
+        let ch = &config.block_out_channels;
+        let (levels, groups, layers) = (ch.len(), config.norm_num_groups, config.layers_per_block);
+        let latent = config.latent_channels;
+        let resnet = |i, o| ResnetBlock2D::new(vae_resnet(i, o, groups), device);
+        let top = ch[levels - 1];
+
+        let encoder = Encoder {
+            conv_in: conv([config.in_channels, ch[0]], 3, 1, 1, device),
+            down_blocks: (0..levels)
+                .map(|i| {
+                    let input = if i == 0 { ch[0] } else { ch[i - 1] };
+                    EncoderBlock {
+                        resnets: (0..layers).map(|j| resnet(if j == 0 { input } else { ch[i] }, ch[i])).collect(),
+                        downsamplers: (i + 1 < levels).then(|| Downsample2D::new(ch[i], 0, device)).into_iter().collect(),
+                    }
+                })
+                .collect(),
+            mid_block: VaeMidBlock::new(top, groups, config.mid_block_add_attention, device),
+            conv_norm_out: group_norm(groups, top, VAE_EPS, device),
+            conv_out: conv([top, 2 * latent], 3, 1, 1, device),
+        };
+
+        let decoder = Decoder {
+            conv_in: conv([latent, top], 3, 1, 1, device),
+            mid_block: VaeMidBlock::new(top, groups, config.mid_block_add_attention, device),
+            up_blocks: (0..levels)
+                .map(|i| {
+                    let out = ch[levels - 1 - i];
+                    let prev = if i == 0 { top } else { ch[levels - i] };
+                    DecoderBlock {
+                        resnets: (0..=layers).map(|j| resnet(if j == 0 { prev } else { out }, out)).collect(),
+                        upsamplers: (i + 1 < levels).then(|| Upsample2D::new(out, device)).into_iter().collect(),
+                    }
+                })
+                .collect(),
+            conv_norm_out: group_norm(groups, ch[0], VAE_EPS, device),
+            conv_out: conv([ch[0], config.out_channels], 3, 1, 1, device),
+        };
+
+        Self {
+            encoder,
+            quant_conv: config.use_quant_conv.then(|| conv([2 * latent, 2 * latent], 1, 1, 0, device)),
+            post_quant_conv: config.use_post_quant_conv.then(|| conv([latent, latent], 1, 1, 0, device)),
+            decoder,
+            scaling_factor: config.scaling_factor,
+        }
+    }
+
+    /// The posterior of images `x` in [-1, 1], `[B, 3, H, W]`.
+    pub fn encode(&self, x: Tensor<4>) -> Posterior {
+        let e = &self.encoder;
+        let mut h = e.conv_in.forward(x);
+        for block in &e.down_blocks {
+            for resnet in &block.resnets {
+                h = resnet.forward(h, None);
+            }
+            for down in &block.downsamplers {
+                h = down.forward(h);
+            }
+        }
+        h = e.mid_block.forward(h);
+        let mut moments = e.conv_out.forward(silu(e.conv_norm_out.forward(h)));
+        if let Some(quant) = &self.quant_conv {
+            moments = quant.forward(moments);
+        }
+        let [mean, logvar] = moments.chunk(2, 1).try_into().expect("two halves");
+        Posterior {
+            mean,
+            logvar: logvar.clamp(-30.0, 20.0),
+        }
+    }
+
+    /// Images in about [-1, 1] from (unscaled) latents `z`.
+    pub fn decode(&self, z: Tensor<4>) -> Tensor<4> {
+        let d = &self.decoder;
+        let z = match &self.post_quant_conv {
+            Some(post) => post.forward(z),
+            None => z,
+        };
+        let mut h = d.mid_block.forward(d.conv_in.forward(z));
+        for block in &d.up_blocks {
+            for resnet in &block.resnets {
+                h = resnet.forward(h, None);
+            }
+            for up in &block.upsamplers {
+                h = up.forward(h);
+            }
+        }
+        d.conv_out.forward(silu(d.conv_norm_out.forward(h)))
+    }
+}

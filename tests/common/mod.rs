@@ -1,0 +1,120 @@
+//! Shared helpers of the cross-crate tests: fixture paths, reference tensors, the device under test.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use burn::tensor::{Device, Tensor, TensorData};
+use fpi_models::device::Backend;
+use safetensors::SafeTensors;
+
+/// `tests/fixtures/`.
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// The tiny SD1.5-structured model written by `tests/reference/make_fixtures.py`.
+pub fn tiny_model() -> PathBuf {
+    fixtures().join("tiny-sd")
+}
+
+/// The device the tests run on: `FPI_TEST_DEVICE` = ndarray (default), wgpu or flex. Opened once per process.
+pub fn device() -> Device {
+    static DEVICE: OnceLock<Device> = OnceLock::new();
+    DEVICE
+        .get_or_init(|| {
+            let name = std::env::var("FPI_TEST_DEVICE").unwrap_or_else(|_| "ndarray".into());
+            let backend: Backend = name.parse().unwrap();
+            backend.device().unwrap()
+        })
+        .clone()
+}
+
+/// Reference tensors saved by the Python script.
+pub struct References {
+    bytes: Vec<u8>,
+}
+
+impl References {
+    pub fn open(path: &Path) -> Self {
+        Self {
+            bytes: std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+        }
+    }
+
+    fn view(&self, key: &str) -> safetensors::tensor::TensorView<'_> {
+        SafeTensors::deserialize(&self.bytes).unwrap().tensor(key).unwrap_or_else(|_| panic!("no reference {key}"))
+    }
+
+    /// A float tensor as (values, shape).
+    pub fn floats(&self, key: &str) -> (Vec<f32>, Vec<usize>) {
+        let view = self.view(key);
+        assert_eq!(view.dtype(), safetensors::Dtype::F32, "{key}");
+        let values = view.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+        (values, view.shape().to_vec())
+    }
+
+    /// An integer tensor as i64 values.
+    pub fn ints(&self, key: &str) -> Vec<i64> {
+        let view = self.view(key);
+        assert_eq!(view.dtype(), safetensors::Dtype::I64, "{key}");
+        view.data().chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect()
+    }
+
+    /// A float reference as a tensor on `device`.
+    pub fn tensor<const D: usize>(&self, key: &str, device: &Device) -> Tensor<D> {
+        let (values, shape) = self.floats(key);
+        Tensor::from_data(TensorData::new(values, shape), device)
+    }
+}
+
+/// The model references (`tests/fixtures/reference/models.safetensors`).
+pub fn model_references() -> References {
+    References::open(&fixtures().join("reference/models.safetensors"))
+}
+
+/// A tensor's values in host memory.
+pub fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data().convert::<f32>().into_vec::<f32>().unwrap()
+}
+
+/// ‖a − b‖ / ‖b‖.
+pub fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len(), "lengths differ");
+    let diff: f64 = a.iter().zip(b).map(|(x, y)| (*x as f64 - *y as f64).powi(2)).sum();
+    let norm: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
+    (diff / norm).sqrt()
+}
+
+/// Asserts `actual` matches the reference `key` to `tol` relative L2 error, with the same shape.
+pub fn assert_close<const D: usize>(actual: Tensor<D>, refs: &References, key: &str, tol: f64) {
+    let (expected, shape) = refs.floats(key);
+    assert_eq!(actual.dims().to_vec(), shape, "{key}: shape");
+    let err = rel_l2(&values(actual), &expected);
+    eprintln!("{key}: relative L2 error {err:.3e}");
+    assert!(err <= tol, "{key}: relative L2 error {err:.3e} > {tol:.0e}");
+}
+
+/// Copies a safetensors file with its keys renamed (and entries dropped where `rename` returns None).
+pub fn rewrite_safetensors(src: &Path, dst: &Path, rename: impl Fn(&str) -> Option<String>) {
+    let bytes = std::fs::read(src).unwrap();
+    let tensors = SafeTensors::deserialize(&bytes).unwrap();
+    let renamed: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
+        .tensors()
+        .into_iter()
+        .filter_map(|(k, v)| rename(&k).map(|k| (k, v)))
+        .collect();
+    safetensors::serialize_to_file(renamed, None, dst).unwrap();
+}
+
+/// A copy of the tiny model's part `part` (config and other files) in a fresh temporary folder.
+pub fn copy_part(part: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let src = tiny_model().join(part);
+    std::fs::create_dir(dir.path().join(part)).unwrap();
+    for entry in std::fs::read_dir(&src).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.path().join(part).join(entry.file_name())).unwrap();
+    }
+    dir
+}

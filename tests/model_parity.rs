@@ -1,0 +1,85 @@
+//! The SD1.5 networks in burn against diffusers/transformers on the tiny fixture model (≤ 1e-4 relative L2).
+//! Runs on `FPI_TEST_DEVICE` (ndarray by default; wgpu in CI too).
+
+mod common;
+
+use burn::tensor::{Tensor, TensorData};
+use common::*;
+use fpi_models::ModelFolder;
+
+const TOL: f64 = 1e-4;
+
+fn clip_ids(refs: &References) -> Vec<Vec<u32>> {
+    refs.ints("clip.ids").chunks(77).map(|row| row.iter().map(|&i| i as u32).collect()).collect()
+}
+
+#[test]
+fn clip_last_hidden_state_matches_transformers() {
+    let (refs, device) = (model_references(), device());
+    let clip = ModelFolder::open(tiny_model()).unwrap().load_clip(&device).unwrap();
+    let hidden = clip.forward(&clip_ids(&refs), &device).unwrap();
+    assert_close(hidden, &refs, "clip.hidden", TOL);
+}
+
+#[test]
+fn clip_loads_keys_without_the_text_model_prefix() {
+    let (refs, device) = (model_references(), device());
+    let dir = copy_part("text_encoder");
+    let file = dir.path().join("text_encoder/model.fp16.safetensors");
+    rewrite_safetensors(&file.clone(), &file, |k| Some(k.strip_prefix("text_model.").unwrap().to_owned()));
+    let clip = ModelFolder::open(dir.path()).unwrap().load_clip(&device).unwrap();
+    assert_close(clip.forward(&clip_ids(&refs), &device).unwrap(), &refs, "clip.hidden", TOL);
+}
+
+fn unet_eps(batch: &str) {
+    let (refs, device) = (model_references(), device());
+    let unet = ModelFolder::open(tiny_model()).unwrap().load_unet(&device).unwrap();
+    let sample: Tensor<4> = refs.tensor(&format!("unet.{batch}.sample"), &device);
+    let context: Tensor<3> = refs.tensor(&format!("unet.{batch}.context"), &device);
+    let t = refs.ints(&format!("unet.{batch}.timestep"))[0] as f32;
+    let timesteps = Tensor::<1>::from_data(TensorData::new(vec![t; sample.dims()[0]], [sample.dims()[0]]), &device);
+    let eps = unet.forward(sample, timesteps, &context);
+    assert_close(eps, &refs, &format!("unet.{batch}.eps"), TOL);
+}
+
+#[test]
+fn unet_eps_matches_diffusers_batch_1() {
+    unet_eps("b1");
+}
+
+#[test]
+fn unet_eps_matches_diffusers_batch_2() {
+    unet_eps("b2");
+}
+
+fn check_vae(folder: &std::path::Path) {
+    let (refs, device) = (model_references(), device());
+    let vae = ModelFolder::open(folder).unwrap().load_vae(&device).unwrap();
+    let posterior = vae.encode(refs.tensor("vae.image", &device));
+    assert_close(posterior.mean, &refs, "vae.mean", TOL);
+    assert_close(posterior.logvar, &refs, "vae.logvar", TOL);
+    assert_close(vae.decode(refs.tensor("vae.latent", &device)), &refs, "vae.decoded", TOL);
+}
+
+#[test]
+fn vae_matches_diffusers_with_sd15_attention_names() {
+    check_vae(&tiny_model());
+}
+
+#[test]
+fn vae_matches_diffusers_with_new_attention_names() {
+    let dir = copy_part("vae");
+    let file = dir.path().join("vae/diffusion_pytorch_model.safetensors");
+    let mut renamed = false;
+    let new_names = [(".query.", ".to_q."), (".key.", ".to_k."), (".value.", ".to_v."), (".proj_attn.", ".to_out.0.")];
+    rewrite_safetensors(&file.clone(), &file, |k| {
+        Some(new_names.iter().fold(k.to_owned(), |k, (old, new)| k.replace(old, new)))
+    });
+    let keys = fpi_models::weights::read_header(&file).unwrap();
+    for k in keys.keys() {
+        renamed |= k.contains(".to_q.");
+        assert!(!k.contains(".query."), "{k}");
+    }
+    assert!(renamed);
+    check_vae(dir.path());
+}
