@@ -75,7 +75,7 @@ pub fn model_references() -> References {
 
 /// A tensor's values in host memory.
 pub fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    t.into_data().convert::<f32>().into_vec::<f32>().unwrap()
+    t.into_data().convert::<f32>().try_into_vec::<f32>().unwrap()
 }
 
 /// ‖a − b‖ / ‖b‖.

@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use tokenizers::models::bpe::BPE;
+use tokenizers::normalizers::replace::ReplacePattern;
 use tokenizers::normalizers::{Lowercase, NFC, Replace, Sequence as Normalizers};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::sequence::Sequence as PreTokenizers;
@@ -67,7 +68,7 @@ impl ClipTokenizer {
             .build()
             .map_err(|e| tokenizer_error(vocab, e))?;
         let mut inner = Tokenizer::new(bpe);
-        let whitespace = Replace::new(SplitPattern::Regex(r"\s+".into()), " ").map_err(|e| tokenizer_error(vocab, e))?;
+        let whitespace = Replace::new(ReplacePattern::Regex(r"\s+".into()), " ").map_err(|e| tokenizer_error(vocab, e))?;
         inner.with_normalizer(Some(Normalizers::new(vec![NFC.into(), whitespace.into(), Lowercase.into()])));
         let words = Split::new(SplitPattern::Regex(CLIP_WORDS.into()), SplitDelimiterBehavior::Removed, true)
             .map_err(|e| tokenizer_error(vocab, e))?;

@@ -1,0 +1,55 @@
+//! SD1.5-sized random models (written by `make_fixtures.py --full DIR`) against diffusers, one forward pass each,
+//! with the largest device allocation checked against 128 MiB where the backend reports it (wgpu).
+//!
+//! `FPI_FULL_MODEL=DIR FPI_TEST_DEVICE=wgpu cargo test --release --test full_size -- --ignored --nocapture`
+
+mod common;
+
+use burn::tensor::{Tensor, TensorData};
+use common::*;
+use fpi_models::ModelFolder;
+
+const LIMIT: u64 = 128 << 20;
+
+fn largest_allocation(device: &burn::tensor::Device) -> Option<u64> {
+    device.sync().unwrap();
+    let report = device.memory_pool_report()?;
+    report.iter().map(|pool| pool.largest_alloc).max()
+}
+
+#[test]
+#[ignore = "needs FPI_FULL_MODEL: an SD1.5-sized model from make_fixtures.py --full"]
+fn sd15_sized_models_match_diffusers_within_128_mib_tensors() {
+    let dir = std::env::var("FPI_FULL_MODEL").expect("set FPI_FULL_MODEL to the folder written by --full");
+    let dir = std::path::Path::new(&dir);
+    let refs = References::open(&dir.join("reference.safetensors"));
+    let device = device();
+    let folder = ModelFolder::open(dir).unwrap();
+    let check_memory = |what: &str| {
+        if let Some(bytes) = largest_allocation(&device) {
+            eprintln!("{what}: largest device allocation {:.1} MiB", bytes as f64 / (1 << 20) as f64);
+            assert!(bytes <= LIMIT, "{what}: a device allocation of {bytes} bytes exceeds 128 MiB");
+        }
+    };
+
+    let clip = folder.load_clip(&device).unwrap();
+    let ids: Vec<Vec<u32>> = refs.ints("clip.ids").chunks(77).map(|r| r.iter().map(|&i| i as u32).collect()).collect();
+    assert_close(clip.forward(&ids, &device).unwrap(), &refs, "clip.hidden", 1e-4);
+    check_memory("CLIP");
+    drop(clip);
+
+    let unet = folder.load_unet(&device).unwrap();
+    let sample: Tensor<4> = refs.tensor("unet.b1.sample", &device);
+    let context: Tensor<3> = refs.tensor("unet.b1.context", &device);
+    let t = refs.ints("unet.b1.timestep")[0] as f32;
+    let eps = unet.forward(sample, Tensor::from_data(TensorData::new(vec![t], [1]), &device), &context);
+    assert_close(eps, &refs, "unet.b1.eps", 1e-4);
+    check_memory("UNet");
+    drop(unet);
+
+    let vae = folder.load_vae(&device).unwrap();
+    let posterior = vae.encode(refs.tensor("vae.image", &device));
+    assert_close(posterior.mean, &refs, "vae.mean", 1e-4);
+    assert_close(vae.decode(refs.tensor("vae.latent", &device)), &refs, "vae.decoded", 1e-4);
+    check_memory("VAE");
+}
