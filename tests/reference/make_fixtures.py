@@ -161,6 +161,12 @@ def write_tokenizer(out: Path):
     return CLIPTokenizer.from_pretrained(tok_dir)
 
 
+def test_image(size):
+    """A smooth colour image in [-1, 1]."""
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, size), torch.linspace(-1, 1, size), indexing="ij")
+    return torch.stack([torch.cos(4 * xx * yy), torch.sin(3 * yy + xx), xx - yy], 0)[None].clamp(-1, 1)
+
+
 def config_json(model, path: Path, extra=None):
     cfg = dict(model.config)
     cfg = {k: v for k, v in cfg.items() if not k.startswith("_") or k == "_class_name"}
@@ -206,6 +212,12 @@ def build(out: Path, unet_cfg, vae_cfg, clip_cfg, latent, refs_path: Path, clip_
     config_json(unet, out / "unet" / "config.json")
     save_file(contiguous(unet.state_dict()), out / "unet" / "diffusion_pytorch_model.safetensors")
 
+    # As SD's authors chose 0.18215: the scaling factor that gives the latents unit variance. Random weights give
+    # latents ~0.27 in scale; unscaled, GroupNorm's scale invariance would blow up ε's Jacobian on them.
+    with torch.no_grad():
+        factor = 2 ** (len(vae_cfg["block_out_channels"]) - 1)
+        std = float(vae.encode(test_image(latent * factor)).latent_dist.mean.std())
+    vae.register_to_config(scaling_factor=round(1.0 / std, 4))
     (out / "vae").mkdir(exist_ok=True)
     config_json(vae, out / "vae" / "config.json")
     save_file(legacy_vae_keys(contiguous(vae.state_dict())), out / "vae" / "diffusion_pytorch_model.safetensors")
@@ -290,6 +302,86 @@ def token_fixtures(tok: CLIPTokenizer, json_dir: Path):
     (json_dir.parent / "tokens.json").write_text("[\n" + rows + "\n]\n")
 
 
+INVERSION_PROMPT = "a photograph of an astronaut riding a horse"
+INVERSION_STEPS = 50
+
+
+def ddim_scheduler():
+    from diffusers import DDIMScheduler
+
+    sched = DDIMScheduler.from_config({**SCHEDULER, "_class_name": "DDIMScheduler"})
+    sched.set_timesteps(INVERSION_STEPS)
+    return sched
+
+
+def guided_eps(unet, z, t, ctx, guidance):
+    """ε with classifier-free guidance from one batch of 2 ([unconditional; conditional]), as the pipeline does."""
+    if guidance == 1.0:
+        return unet(z, t, ctx[1:]).sample
+    eps = unet(torch.cat([z, z]), t, ctx).sample
+    uncond, cond = eps.chunk(2)
+    return uncond + guidance * (cond - uncond)
+
+
+def ddim_sample(unet, sched, z, ctx, guidance):
+    for t in sched.timesteps:
+        z = sched.step(guided_eps(unet, z, t, ctx, guidance), t, z).prev_sample
+    return z
+
+
+def invert(unet, sched, z, ctx, guidance, iterations):
+    """Fixed-point inversion with ε at the destination timestep; iterations=1 is DDIM inversion."""
+    ac = sched.alphas_cumprod.double()
+    timesteps = list(reversed(sched.timesteps.tolist()))
+    prev_alpha = sched.final_alpha_cumprod.double()
+    psi = lambda a: (1 / a - 1).sqrt()
+    for t in timesteps:
+        a_t = ac[t]
+        c1 = float((a_t / prev_alpha).sqrt())
+        c2 = float(a_t.sqrt() * (psi(a_t) - psi(prev_alpha)))
+        anchor = c1 * z
+        zi = z
+        for _ in range(iterations):
+            zi = anchor + c2 * guided_eps(unet, zi, t, ctx, guidance)
+        z = zi
+        prev_alpha = a_t
+    return z
+
+
+def inversion_fixtures(model: Path, refs_path: Path):
+    """DDIM sampling and DDIM/fixed-point inversion on the tiny model, 50 steps, guidance 1 and 7.5."""
+    unet = UNet2DConditionModel.from_pretrained(model / "unet").eval()
+    vae = AutoencoderKL.from_pretrained(model / "vae").eval()
+    tok = CLIPTokenizer.from_pretrained(model / "tokenizer")
+    clip = CLIPTextModel.from_pretrained(model / "text_encoder", variant="fp16", torch_dtype=torch.float32).eval()
+    refs = {}
+    g = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        ids = tok(["", INVERSION_PROMPT], padding="max_length", max_length=77, truncation=True, return_tensors="pt")
+        ctx = clip(ids.input_ids).last_hidden_state
+        refs["context"] = ctx
+        z0 = vae.encode(test_image(32)).latent_dist.mean * vae.config.scaling_factor
+        refs["z0"] = z0
+        z_t = torch.randn(z0.shape, generator=g)
+        refs["noise"] = z_t
+        sched = ddim_scheduler()
+        refs["schedule.alphas_cumprod"] = sched.alphas_cumprod.clone()
+        refs["schedule.final_alpha_cumprod"] = sched.final_alpha_cumprod.reshape(1).clone()
+        refs["schedule.timesteps"] = sched.timesteps.to(torch.int64)
+        for guidance in (1.0, 7.5):
+            tag = f"g{guidance:g}"
+            sched = ddim_scheduler()
+            refs[f"sample.{tag}"] = ddim_sample(unet, sched, z_t, ctx, guidance)
+            for k in (1, 2, 5):
+                seed = invert(unet, sched, z0, ctx, guidance, k)
+                refs[f"invert.{tag}.k{k}"] = seed
+                if guidance == 1.0:
+                    back = ddim_sample(unet, sched, seed, ctx, guidance)
+                    err = float((back - z0).norm() / z0.norm())
+                    print(f"guidance 1, K={k}: invert -> sample relative error {err:.3e}")
+    save_file(contiguous(refs), refs_path)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--full", type=Path, help="write an SD1.5-sized random model and references here instead")
@@ -302,6 +394,7 @@ def main():
     model = fixtures / "tiny-sd"
     slow = build(model, TINY_UNET, TINY_VAE, TINY_CLIP, 16, fixtures / "reference" / "models.safetensors", True)
     token_fixtures(slow, fixtures / "tokenizer-json")
+    inversion_fixtures(model, fixtures / "reference" / "inversion.safetensors")
 
 
 if __name__ == "__main__":

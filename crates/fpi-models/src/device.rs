@@ -62,3 +62,54 @@ fn open_wgpu() -> Result<Device, String> {
 fn open_wgpu() -> Result<Device, String> {
     Err("on the web, open the device with Device::wgpu_options().init_async()".into())
 }
+
+/// A wgpu adapter as `fpi info` shows it.
+#[derive(Debug, Clone)]
+pub struct AdapterInfo {
+    pub name: String,
+    /// `DiscreteGpu`, `IntegratedGpu`, `VirtualGpu`, `Cpu` (software, e.g. lavapipe) or `Other`.
+    pub kind: String,
+    /// Vulkan, Metal, Dx12, Gl or BrowserWebGpu.
+    pub api: String,
+    /// The largest storage buffer one shader can bind, in bytes.
+    pub max_binding: u64,
+    /// The largest buffer, in bytes.
+    pub max_buffer: u64,
+    pub shader_f16: bool,
+}
+
+impl AdapterInfo {
+    /// A real GPU, not a software rasteriser.
+    pub fn is_hardware(&self) -> bool {
+        self.kind != "Cpu"
+    }
+}
+
+/// The wgpu adapters of this machine (none is not an error).
+#[cfg(not(target_family = "wasm"))]
+pub fn adapters() -> Vec<AdapterInfo> {
+    use burn::tensor::wgpu::wgpu;
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
+    let adapters = burn::tensor::read_sync(instance.enumerate_adapters(wgpu::Backends::all()));
+    adapters
+        .iter()
+        .map(|a| {
+            let (info, limits) = (a.get_info(), a.limits());
+            AdapterInfo {
+                name: info.name,
+                kind: format!("{:?}", info.device_type),
+                api: format!("{:?}", info.backend),
+                max_binding: limits.max_storage_buffer_binding_size as u64,
+                max_buffer: limits.max_buffer_size,
+                shader_f16: a.features().contains(wgpu::Features::SHADER_F16),
+            }
+        })
+        .collect()
+}
+
+/// `auto`: wgpu on a hardware GPU when there is one (a software adapter such as lavapipe is far slower than flex),
+/// else flex.
+#[cfg(not(target_family = "wasm"))]
+pub fn auto_backend() -> Backend {
+    if adapters().iter().any(AdapterInfo::is_hardware) { Backend::Wgpu } else { Backend::Flex }
+}

@@ -6,14 +6,15 @@
 //! - [`tokenizer::ClipTokenizer`]: prompts → 77 token ids.
 //! - [`folder::ModelFolder`]: reads configs and weights of each part, with errors that name file, key and shapes.
 //!
-//! No tensor on the device exceeds 128 MiB at SD1.5 size for the UNet and CLIP: the token table stays on the host
-//! and attention runs in blocks of query rows.
+//! No tensor on the device exceeds 128 MiB at SD1.5 size: CLIP's token table stays on the host, attention runs
+//! in blocks of query rows, and the VAE holds its large feature maps as bands of rows ([`feature_map::Bands`]).
 
 pub mod attention;
 pub mod clip;
 pub mod config;
 pub mod device;
 pub mod error;
+pub mod feature_map;
 pub mod folder;
 pub mod resnet;
 pub mod tokenizer;

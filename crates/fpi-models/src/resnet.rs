@@ -4,9 +4,9 @@ use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{GroupNorm, GroupNormConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::activation::silu;
-use burn::tensor::module::interpolate;
-use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use burn::tensor::{Device, Tensor};
+
+use crate::feature_map::FeatureMap;
 
 /// A `k`×`k` convolution with stride `stride` and symmetric padding `pad`.
 pub fn conv(channels: [usize; 2], k: usize, stride: usize, pad: usize, device: &Device) -> Conv2d {
@@ -59,19 +59,17 @@ impl ResnetBlock2D {
     }
 
     /// `x`: `[B, C, H, W]`; `temb`: `[B, T]`, the time embedding before its SiLU.
-    pub fn forward(&self, x: Tensor<4>, temb: Option<&Tensor<2>>) -> Tensor<4> {
-        let mut h = self.conv1.forward(silu(self.norm1.forward(x.clone())));
+    pub fn forward<F: FeatureMap>(&self, x: F, temb: Option<&Tensor<2>>) -> F {
+        let mut h = x.clone().group_norm(&self.norm1).silu().conv(&self.conv1);
         if let (Some(proj), Some(temb)) = (&self.time_emb_proj, temb) {
-            let shift = proj.forward(silu(temb.clone()));
-            let [b, c] = shift.dims();
-            h = h + shift.reshape([b, c, 1, 1]);
+            h = h.shift(proj.forward(silu(temb.clone())));
         }
-        let h = self.conv2.forward(silu(self.norm2.forward(h)));
+        let h = h.group_norm(&self.norm2).silu().conv(&self.conv2);
         let residual = match &self.conv_shortcut {
-            Some(shortcut) => shortcut.forward(x),
+            Some(shortcut) => x.conv(shortcut),
             None => x,
         };
-        residual + h
+        residual.add(h)
     }
 }
 
@@ -96,8 +94,8 @@ impl Downsample2D {
     }
 
     /// Halves the height and width.
-    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        self.conv.forward(x)
+    pub fn forward<F: FeatureMap>(&self, x: F) -> F {
+        x.conv(&self.conv)
     }
 }
 
@@ -116,8 +114,7 @@ impl Upsample2D {
     }
 
     /// Doubles the height and width.
-    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let up = interpolate(x, InterpolateOptions::new(InterpolateMode::Nearest).with_scale_factor([2.0, 2.0]));
-        self.conv.forward(up)
+    pub fn forward<F: FeatureMap>(&self, x: F) -> F {
+        x.upsample().conv(&self.conv)
     }
 }

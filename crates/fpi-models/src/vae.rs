@@ -3,14 +3,18 @@
 use burn::module::Module;
 use burn::nn::GroupNorm;
 use burn::nn::conv::Conv2d;
-use burn::tensor::activation::silu;
 use burn::tensor::{Device, Tensor};
 
 use crate::attention::SpatialAttention;
 use crate::config::VaeConfig;
+use crate::feature_map::{Bands, FeatureMap};
 use crate::resnet::{Downsample2D, ResnetBlock2D, ResnetShape, Upsample2D, conv, group_norm};
 
 const VAE_EPS: f64 = 1e-6;
+
+/// The default most bytes of one band of a VAE feature map: a quarter of the 128 MiB binding limit, leaving room for
+/// a convolution's halo rows and output.
+pub const BAND_BYTES: usize = 32 << 20;
 
 /// Resnet, attention, resnet at the lowest resolution.
 #[derive(Module, Debug)]
@@ -29,10 +33,11 @@ impl VaeMidBlock {
         }
     }
 
-    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+    /// Attention needs the whole map; at the lowest resolution it is small (8 MiB for SD1.5 at 512×512).
+    fn forward(&self, x: Bands, band_bytes: usize) -> Bands {
         let mut h = self.resnets[0].forward(x, None);
         for attn in &self.attentions {
-            h = attn.forward(h);
+            h = Bands::split(attn.forward(h.join()), band_bytes);
         }
         self.resnets[1].forward(h, None)
     }
@@ -81,6 +86,8 @@ pub struct AutoencoderKL {
     pub decoder: Decoder,
     /// Latents are `scaling_factor` × the posterior mean.
     pub scaling_factor: f64,
+    /// The most bytes of one band of a feature map (see [`Bands`]); [`BAND_BYTES`] unless changed.
+    pub band_bytes: usize,
 }
 
 /// The posterior of an encoded image: a diagonal Gaussian.
@@ -149,13 +156,14 @@ impl AutoencoderKL {
             post_quant_conv: config.use_post_quant_conv.then(|| conv([latent, latent], 1, 1, 0, device)),
             decoder,
             scaling_factor: config.scaling_factor,
+            band_bytes: BAND_BYTES,
         }
     }
 
     /// The posterior of images `x` in [-1, 1], `[B, 3, H, W]`.
     pub fn encode(&self, x: Tensor<4>) -> Posterior {
         let e = &self.encoder;
-        let mut h = e.conv_in.forward(x);
+        let mut h = Bands::split(x, self.band_bytes).conv(&e.conv_in);
         for block in &e.down_blocks {
             for resnet in &block.resnets {
                 h = resnet.forward(h, None);
@@ -164,8 +172,8 @@ impl AutoencoderKL {
                 h = down.forward(h);
             }
         }
-        h = e.mid_block.forward(h);
-        let mut moments = e.conv_out.forward(silu(e.conv_norm_out.forward(h)));
+        h = e.mid_block.forward(h, self.band_bytes);
+        let mut moments = h.group_norm(&e.conv_norm_out).silu().conv(&e.conv_out).join();
         if let Some(quant) = &self.quant_conv {
             moments = quant.forward(moments);
         }
@@ -183,7 +191,8 @@ impl AutoencoderKL {
             Some(post) => post.forward(z),
             None => z,
         };
-        let mut h = d.mid_block.forward(d.conv_in.forward(z));
+        let h = Bands::split(z, self.band_bytes).conv(&d.conv_in);
+        let mut h = d.mid_block.forward(h, self.band_bytes);
         for block in &d.up_blocks {
             for resnet in &block.resnets {
                 h = resnet.forward(h, None);
@@ -192,6 +201,6 @@ impl AutoencoderKL {
                 h = up.forward(h);
             }
         }
-        d.conv_out.forward(silu(d.conv_norm_out.forward(h)))
+        h.group_norm(&d.conv_norm_out).silu().conv(&d.conv_out).join()
     }
 }

@@ -1,0 +1,55 @@
+//! Progress bars: one per phase, showing the step, the iteration and the residual.
+
+use std::ops::ControlFlow;
+
+use fpi_core::solver::Progress;
+use fpi_pipeline::Phase;
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// A bar per phase (adjust, invert, sample), or nothing with `--quiet`.
+pub struct Bars {
+    quiet: bool,
+    current: Option<(Phase, ProgressBar)>,
+}
+
+impl Bars {
+    pub fn new(quiet: bool) -> Self {
+        Self { quiet, current: None }
+    }
+
+    /// The observer to hand the pipeline.
+    pub fn observe(&mut self, phase: Phase, p: &Progress) -> ControlFlow<()> {
+        if self.quiet {
+            return ControlFlow::Continue(());
+        }
+        if self.current.as_ref().is_none_or(|(current, _)| *current != phase) {
+            self.finish();
+            let bar = ProgressBar::new(p.steps as u64);
+            let style = ProgressStyle::with_template("{prefix:>8} [{bar:30}] {pos}/{len} {msg} ({elapsed}, eta {eta})")
+                .expect("valid template")
+                .progress_chars("=> ");
+            bar.set_style(style);
+            bar.set_prefix(match phase {
+                Phase::Adjust => "adjust",
+                Phase::Invert => "invert",
+                Phase::Sample => "sample",
+            });
+            self.current = Some((phase, bar));
+        }
+        let (_, bar) = self.current.as_ref().expect("set above");
+        bar.set_position(p.step as u64 + 1);
+        let message = match p.residual {
+            Some(r) => format!("t={} iteration {} residual {r:.2e}", p.timestep, p.iteration),
+            None => format!("t={}", p.timestep),
+        };
+        bar.set_message(message);
+        ControlFlow::Continue(())
+    }
+
+    /// Ends the current bar.
+    pub fn finish(&mut self) {
+        if let Some((_, bar)) = self.current.take() {
+            bar.finish();
+        }
+    }
+}

@@ -1,0 +1,216 @@
+//! The SD1.5 pipeline around the inversion core: prompt → text states, image → latents → seed, seed → image.
+
+use std::ops::ControlFlow;
+
+use burn::tensor::{Device, Tensor, TensorData};
+use fpi_core::adjust::adjust;
+use fpi_core::predictor::{Guided, NoisePredictor};
+use fpi_core::schedule::{DdimSchedule, SchedulerConfig};
+use fpi_core::solver::{self, Method, Observer, Progress, RunError, StepReport};
+use fpi_models::ModelFolder;
+use fpi_models::clip::ClipTextModel;
+use fpi_models::tokenizer::ClipTokenizer;
+use fpi_models::unet::UNet2DConditionModel;
+use fpi_models::vae::AutoencoderKL;
+
+use crate::image_io::{self, Rgb};
+use crate::predictor::UNetPredictor;
+
+/// Why a pipeline call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Model(#[from] fpi_models::Error),
+    #[error(transparent)]
+    Run(#[from] RunError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// The loaded model: tokenizer, text encoder, UNet, VAE and schedule settings, on one device.
+pub struct Pipeline {
+    pub device: Device,
+    pub tokenizer: ClipTokenizer,
+    pub clip: ClipTextModel,
+    pub unet: UNet2DConditionModel,
+    pub vae: AutoencoderKL,
+    pub scheduler: SchedulerConfig,
+    /// Pixels per latent cell along a side (8 for SD1.5).
+    pub vae_factor: usize,
+}
+
+/// How to invert: the prompt, the schedule, guidance, the solver and the adjustment.
+#[derive(Debug, Clone)]
+pub struct InvertSettings {
+    pub prompt: String,
+    pub steps: usize,
+    pub guidance: f64,
+    pub method: Method,
+    /// Steps of the prompt-aware adjustment (0: none).
+    pub adjust: usize,
+}
+
+/// Which phase a progress report belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Adjust,
+    Invert,
+    Sample,
+}
+
+/// Text states for classifier-free guidance: `[2, 77, C]` = (empty prompt, prompt).
+pub struct Conditioning {
+    pub states: Tensor<3>,
+    /// Tokens of the prompt cut to fit 77 (0 when it fit).
+    pub dropped_tokens: usize,
+}
+
+enum Predictor<'a> {
+    Conditional(UNetPredictor<'a>),
+    Guided(Guided<UNetPredictor<'a>>),
+}
+
+impl NoisePredictor for Predictor<'_> {
+    fn predict(&self, latents: Tensor<4>, timestep: usize) -> Tensor<4> {
+        match self {
+            Predictor::Conditional(p) => p.predict(latents, timestep),
+            Predictor::Guided(p) => p.predict(latents, timestep),
+        }
+    }
+}
+
+impl Pipeline {
+    /// Loads every part of a diffusers folder onto `device`.
+    pub fn load(folder: &ModelFolder, device: Device) -> Result<Self, PipelineError> {
+        let scheduler = SchedulerConfig::from_file(&folder.scheduler_config()?).map_err(PipelineError::Invalid)?;
+        let vae_factor = folder.vae_config()?.downsampling_factor();
+        Ok(Self {
+            tokenizer: folder.load_tokenizer()?,
+            clip: folder.load_clip(&device)?,
+            unet: folder.load_unet(&device)?,
+            vae: folder.load_vae(&device)?,
+            scheduler,
+            vae_factor,
+            device,
+        })
+    }
+
+    /// The image sides this model accepts: multiples of 8 × the VAE's factor (64 for SD1.5).
+    pub fn size_step(&self) -> usize {
+        8 * self.vae_factor
+    }
+
+    /// Checks an image side.
+    pub fn check_size(&self, size: usize) -> Result<(), PipelineError> {
+        let step = self.size_step();
+        if size == 0 || size % step != 0 {
+            return Err(PipelineError::Invalid(format!("--size must be a positive multiple of {step}, got {size}")));
+        }
+        Ok(())
+    }
+
+    /// CLIP's states for the empty prompt and `prompt`.
+    pub fn condition(&self, prompt: &str) -> Result<Conditioning, PipelineError> {
+        let empty = self.tokenizer.encode("")?;
+        let tokens = self.tokenizer.encode(prompt)?;
+        let states = self
+            .clip
+            .forward(&[empty.ids, tokens.ids], &self.device)
+            .map_err(PipelineError::Invalid)?;
+        Ok(Conditioning {
+            states,
+            dropped_tokens: tokens.dropped,
+        })
+    }
+
+    fn predictor<'a>(&'a self, conditioning: &Conditioning, guidance: f64) -> Predictor<'a> {
+        if guidance == 1.0 {
+            let conditional = conditioning.states.clone().narrow(0, 1, 1);
+            return Predictor::Conditional(UNetPredictor {
+                unet: &self.unet,
+                context: conditional,
+            });
+        }
+        Predictor::Guided(Guided {
+            inner: UNetPredictor {
+                unet: &self.unet,
+                context: conditioning.states.clone(),
+            },
+            scale: guidance,
+        })
+    }
+
+    fn schedule(&self, steps: usize) -> Result<DdimSchedule, PipelineError> {
+        DdimSchedule::new(&self.scheduler, steps).map_err(PipelineError::Invalid)
+    }
+
+    /// The VAE latents of an image (posterior mean × scaling factor).
+    pub fn encode(&self, image: &Rgb) -> Tensor<4> {
+        let x = image_io::to_tensor(image, &self.device);
+        self.vae.encode(x).mean.mul_scalar(self.vae.scaling_factor)
+    }
+
+    /// The image of latents.
+    pub async fn decode(&self, latents: Tensor<4>) -> Result<Rgb, PipelineError> {
+        let pixels = self.vae.decode(latents.div_scalar(self.vae.scaling_factor));
+        let [_, _, h, w] = pixels.dims();
+        let values = read(pixels).await?;
+        Ok(image_io::from_values(&values, h, w))
+    }
+
+    /// Adjusts and inverts clean latents `z0` into a seed; reports per step.
+    pub async fn invert(
+        &self,
+        z0: Tensor<4>,
+        settings: &InvertSettings,
+        observer: &mut dyn FnMut(Phase, &Progress) -> ControlFlow<()>,
+    ) -> Result<(Tensor<4>, Vec<StepReport>), PipelineError> {
+        let conditioning = self.condition(&settings.prompt)?;
+        let predictor = self.predictor(&conditioning, settings.guidance);
+        let schedule = self.schedule(settings.steps)?;
+        if settings.adjust > settings.steps {
+            return Err(PipelineError::Invalid(format!(
+                "--adjust {} is more than --steps {}",
+                settings.adjust, settings.steps
+            )));
+        }
+        let mut on_adjust = |p: &Progress| observer(Phase::Adjust, p);
+        let z0 = adjust(&predictor, &schedule, z0, settings.adjust, settings.method, &mut on_adjust).await?;
+        let mut on_invert = |p: &Progress| observer(Phase::Invert, p);
+        let on_invert: &mut Observer<'_> = &mut on_invert;
+        let result = solver::invert(&predictor, &schedule, z0, settings.steps, settings.method, on_invert).await?;
+        Ok(result)
+    }
+
+    /// DDIM sampling from a seed with `prompt` and `guidance`.
+    pub async fn sample(
+        &self,
+        seed: Tensor<4>,
+        prompt: &str,
+        steps: usize,
+        guidance: f64,
+        observer: &mut dyn FnMut(Phase, &Progress) -> ControlFlow<()>,
+    ) -> Result<Tensor<4>, PipelineError> {
+        let conditioning = self.condition(prompt)?;
+        let predictor = self.predictor(&conditioning, guidance);
+        let schedule = self.schedule(steps)?;
+        let mut on_sample = |p: &Progress| observer(Phase::Sample, p);
+        Ok(solver::sample(&predictor, &schedule, seed, steps, &mut on_sample).await?)
+    }
+
+    /// A tensor of latents from host values `[1, C, h, w]`.
+    pub fn latents(&self, values: Vec<f32>, shape: [usize; 4]) -> Tensor<4> {
+        Tensor::from_data(TensorData::new(values, shape), &self.device)
+    }
+}
+
+/// A tensor's values in host memory (async, as the web requires).
+pub async fn read<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>, PipelineError> {
+    let data = t
+        .into_data_async()
+        .await
+        .map_err(|e| PipelineError::Run(RunError::Device(format!("{e:?}"))))?;
+    data.convert::<f32>()
+        .try_into_vec::<f32>()
+        .map_err(|e| PipelineError::Run(RunError::Device(format!("{e:?}"))))
+}
