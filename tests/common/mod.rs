@@ -8,9 +8,13 @@ use burn::tensor::{Device, Tensor, TensorData};
 use fpi_models::device::Backend;
 use safetensors::SafeTensors;
 
-/// `tests/fixtures/`.
+/// The workspace's `tests/fixtures/` (these helpers also serve tests built by member crates).
 pub fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .map(|dir| dir.join("tests/fixtures"))
+        .find(|dir| dir.is_dir())
+        .expect("tests/fixtures above the crate")
 }
 
 /// The tiny SD1.5-structured model written by `tests/reference/make_fixtures.py`.

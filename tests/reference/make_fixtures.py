@@ -382,6 +382,16 @@ def inversion_fixtures(model: Path, refs_path: Path):
     save_file(contiguous(refs), refs_path)
 
 
+def photo_fixtures(out: Path):
+    """Real photos from scikit-image, small: a non-square colour JPEG and a grey PNG."""
+    from PIL import Image
+    from skimage import data
+
+    out.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(data.astronaut()).resize((48, 32), Image.LANCZOS).save(out / "astronaut.jpg", quality=92)
+    Image.fromarray(data.camera()).resize((32, 32), Image.LANCZOS).save(out / "camera.png")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--full", type=Path, help="write an SD1.5-sized random model and references here instead")
@@ -395,6 +405,7 @@ def main():
     slow = build(model, TINY_UNET, TINY_VAE, TINY_CLIP, 16, fixtures / "reference" / "models.safetensors", True)
     token_fixtures(slow, fixtures / "tokenizer-json")
     inversion_fixtures(model, fixtures / "reference" / "inversion.safetensors")
+    photo_fixtures(fixtures / "photos")
 
 
 if __name__ == "__main__":

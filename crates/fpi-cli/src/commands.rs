@@ -4,7 +4,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use burn::tensor::{Device, Tensor};
-use fpi_core::metrics::psnr;
+use fpi_core::metrics::{psnr, relative_error};
 use fpi_core::seed::{Seed, SeedInfo};
 use fpi_core::solver::Method;
 use fpi_models::ModelFolder;
@@ -109,8 +109,9 @@ fn invert(args: InvertArgs) -> Result<(), String> {
     let mut bars = Bars::new(args.common.quiet);
     let started = Instant::now();
     let z0 = pipeline.encode(&image);
-    let (seed, reports) = pollster::block_on(pipeline.invert(z0.clone(), &settings, &mut |ph, p| bars.observe(ph, p)))
+    let inversion = pollster::block_on(pipeline.invert(z0.clone(), &settings, &mut |ph, p| bars.observe(ph, p)))
         .map_err(|e| e.to_string())?;
+    let (seed, reports) = (inversion.seed, inversion.reports);
     bars.finish();
     let diverged: Vec<usize> = reports.iter().filter(|r| r.diverged()).map(|r| r.timestep).collect();
     if !diverged.is_empty() {
@@ -157,12 +158,16 @@ fn invert(args: InvertArgs) -> Result<(), String> {
         }))
         .map_err(|e| e.to_string())?;
         bars.finish();
+        let latent_error = relative_error(
+            &pollster::block_on(read(latents.clone())).map_err(|e| e.to_string())?,
+            &pollster::block_on(read(inversion.start)).map_err(|e| e.to_string())?,
+        );
         let reconstruction = pollster::block_on(pipeline.decode(latents)).map_err(|e| e.to_string())?;
         let vae_only = pollster::block_on(pipeline.decode(z0)).map_err(|e| e.to_string())?;
         write_png(out, &reconstruction)?;
         let original = pixels(&image);
         println!(
-            "PSNR {:.2} dB (VAE bound {:.2} dB): {}",
+            "PSNR {:.2} dB (VAE bound {:.2} dB), latent error {latent_error:.3e}: {}",
             psnr(&pixels(&reconstruction), &original, 255.0),
             psnr(&pixels(&vae_only), &original, 255.0),
             out.display()
@@ -312,9 +317,9 @@ fn bench(args: BenchArgs) -> Result<(), String> {
     };
     let mut bars = Bars::new(args.common.quiet);
     let started = Instant::now();
-    let (seed, _) = pollster::block_on(pipeline.invert(latents(1), &settings, &mut |ph, p| bars.observe(ph, p)))
+    let inversion = pollster::block_on(pipeline.invert(latents(1), &settings, &mut |ph, p| bars.observe(ph, p)))
         .map_err(|e| e.to_string())?;
-    pollster::block_on(read(seed)).map_err(|e| e.to_string())?;
+    pollster::block_on(read(inversion.seed)).map_err(|e| e.to_string())?;
     bars.finish();
     println!(
         "{:<28} {:>9.3} s ({} steps, fpi K=5, guidance 2, adjust 2)",

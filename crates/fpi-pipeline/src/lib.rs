@@ -5,4 +5,4 @@ pub mod image_io;
 pub mod pipeline;
 pub mod predictor;
 
-pub use pipeline::{InvertSettings, Phase, Pipeline, PipelineError};
+pub use pipeline::{Inversion, InvertSettings, Phase, Pipeline, PipelineError};

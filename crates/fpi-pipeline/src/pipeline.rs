@@ -50,6 +50,16 @@ pub struct InvertSettings {
     pub adjust: usize,
 }
 
+/// The result of an inversion.
+pub struct Inversion {
+    /// z_T: the noise from which DDIM sampling regenerates `start`.
+    pub seed: Tensor<4>,
+    /// The latents that were inverted: the image's, after the prompt-aware adjustment.
+    pub start: Tensor<4>,
+    /// One report per step.
+    pub reports: Vec<StepReport>,
+}
+
 /// Which phase a progress report belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -164,7 +174,7 @@ impl Pipeline {
         z0: Tensor<4>,
         settings: &InvertSettings,
         observer: &mut dyn FnMut(Phase, &Progress) -> ControlFlow<()>,
-    ) -> Result<(Tensor<4>, Vec<StepReport>), PipelineError> {
+    ) -> Result<Inversion, PipelineError> {
         let conditioning = self.condition(&settings.prompt)?;
         let predictor = self.predictor(&conditioning, settings.guidance);
         let schedule = self.schedule(settings.steps)?;
@@ -175,11 +185,12 @@ impl Pipeline {
             )));
         }
         let mut on_adjust = |p: &Progress| observer(Phase::Adjust, p);
-        let z0 = adjust(&predictor, &schedule, z0, settings.adjust, settings.method, &mut on_adjust).await?;
+        let start = adjust(&predictor, &schedule, z0, settings.adjust, settings.method, &mut on_adjust).await?;
         let mut on_invert = |p: &Progress| observer(Phase::Invert, p);
         let on_invert: &mut Observer<'_> = &mut on_invert;
-        let result = solver::invert(&predictor, &schedule, z0, settings.steps, settings.method, on_invert).await?;
-        Ok(result)
+        let (seed, reports) =
+            solver::invert(&predictor, &schedule, start.clone(), settings.steps, settings.method, on_invert).await?;
+        Ok(Inversion { seed, start, reports })
     }
 
     /// DDIM sampling from a seed with `prompt` and `guidance`.
