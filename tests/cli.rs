@@ -108,25 +108,48 @@ fn bad_input_is_one_clear_error_and_leaves_outputs_alone() {
     let dir = tempfile::tempdir().unwrap();
     let output = dir.path().join("seed.safetensors");
     std::fs::write(&output, b"keep me").unwrap();
-    let model = tiny_model();
-    let photo = fixtures().join("photos/astronaut.jpg");
-    let device = device_name();
-    let base = |size: &str, image: &str, model: &str| {
-        fpi(&[
-            "invert", "--model", model, "--image", image, "--prompt", "x", "--steps", "2", "--size", size,
-            "--device", &device, "--output", path(&output), "--quiet",
-        ])
+    let (model, photo, device) = (tiny_model(), fixtures().join("photos/astronaut.jpg"), device_name());
+    let (model, photo, out) = (path(&model), path(&photo), path(&output));
+    // A seed whose latents cannot fit the tiny UNet (15 is not a multiple of its 2× downsampling).
+    let odd = dir.path().join("odd.safetensors");
+    let seed = Seed { latents: vec![0.0; 4 * 15 * 15], shape: [1, 4, 15, 15], info: Default::default() };
+    std::fs::write(&odd, seed.to_bytes()).unwrap();
+    // `fpi invert` with valid options, some replaced by `changes` (flag, value) pairs.
+    let invert = |changes: &[&str]| {
+        let mut options = vec![
+            ("--model", model.to_owned()), ("--image", photo.to_owned()), ("--prompt", "x".into()), ("--steps", "2".into()),
+            ("--size", "32".into()), ("--device", device.clone()), ("--output", out.to_owned()),
+        ];
+        for change in changes.chunks(2) {
+            match options.iter_mut().find(|(flag, _)| *flag == change[0]) {
+                Some(option) => option.1 = change[1].to_owned(),
+                None => options.push((change[0], change[1].to_owned())),
+            }
+        }
+        let mut args = vec!["invert", "--quiet"];
+        for (flag, value) in &options {
+            args.extend([*flag, value.as_str()]);
+        }
+        fpi(&args)
     };
-    for (out, needle) in [
-        (base("40", path(&photo), path(&model)), "multiple of 16"),
-        (base("32", "/no/such/photo.png", path(&model)), "/no/such/photo.png"),
-        (base("32", path(&model.join("unet/config.json")), path(&model)), "cannot read the image"),
-        (base("32", path(&photo), "/no/such/model"), "/no/such/model"),
-    ] {
+    let cases = [
+        (invert(&["--size", "40"]), "multiple of 16"),
+        (invert(&["--image", "/no/such/photo.png"]), "/no/such/photo.png"),
+        (invert(&["--image", &format!("{model}/unet/config.json")]), "cannot read the image"),
+        (invert(&["--model", "/no/such/model"]), "/no/such/model"),
+        (invert(&["--guidance", "0.5"]), "--guidance"),
+        (invert(&["--steps", "1000", "--adjust", "0"]), "past the 1000 training steps"),
+        (invert(&["--adjust", "3"]), "--adjust 3 is more than --steps 2"),
+        (fpi(&["reconstruct", "--model", model, "--seed", path(&odd), "--device", &device, "--output", out, "--quiet"]),
+            "do not fit this model"),
+        (fpi(&["reconstruct", "--model", model, "--seed", photo, "--device", &device, "--output", out, "--quiet"]),
+            "not a safetensors file"),
+    ];
+    for (out, needle) in cases {
         assert!(!out.status.success());
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(stderr.lines().count(), 1, "{stderr}");
-        assert!(stderr.starts_with("error: ") && stderr.contains(needle), "{stderr}");
+        assert!(stderr.starts_with("error: ") && stderr.contains(needle), "{needle}: {stderr}");
     }
     assert_eq!(std::fs::read(&output).unwrap(), b"keep me");
 }

@@ -76,6 +76,7 @@ pub struct InvertArgs {
     /// DDIM steps.
     #[arg(long, default_value_t = 50)]
     pub steps: usize,
+    /// The solver of each inversion step.
     #[arg(long, value_enum, default_value_t = MethodChoice::Fpi)]
     pub method: MethodChoice,
     /// Evaluations of the implicit step per timestep (fpi; 1 is DDIM inversion).
@@ -132,19 +133,22 @@ pub struct ReconstructArgs {
 pub struct GenerateArgs {
     #[command(flatten)]
     pub common: Common,
+    /// The prompt.
     #[arg(long)]
     pub prompt: String,
     /// Initial latents: a safetensors file with `latents` [1, 4, h, w] (e.g. a seed file).
-    #[arg(long, conflicts_with = "seed")]
+    #[arg(long)]
     pub init_latents: Option<PathBuf>,
     /// Random initial latents from this seed (standard normal, generated on the host).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Image side in pixels for random latents.
-    #[arg(long, default_value_t = 512)]
+    /// Image side in pixels for random latents (initial latents fix their own size).
+    #[arg(long, default_value_t = 512, conflicts_with = "init_latents")]
     pub size: usize,
+    /// DDIM steps.
     #[arg(long, default_value_t = 50)]
     pub steps: usize,
+    /// Classifier-free guidance scale (≥ 1).
     #[arg(long, default_value_t = 7.5)]
     pub guidance: f64,
     /// The image to write (PNG).

@@ -72,6 +72,10 @@ fn write_latents(path: &Path, values: Vec<f32>, shape: [usize; 4], info: SeedInf
     write_atomic(path, &seed.to_bytes())
 }
 
+fn read_seed(path: &Path) -> Result<Seed, String> {
+    Seed::from_bytes(&read_file(path)?).map_err(|e| format!("{}: {e}", path.display()))
+}
+
 fn pixels(image: &Rgb) -> Vec<f32> {
     image.as_raw().iter().map(|&v| v as f32).collect()
 }
@@ -81,9 +85,6 @@ fn invert(args: InvertArgs) -> Result<(), String> {
     for path in [&args.trace, &args.reconstruct].into_iter().flatten() {
         check_writable(path)?;
     }
-    if args.iterations == 0 {
-        return Err("--iterations must be at least 1".into());
-    }
     let method = match args.method {
         MethodChoice::Ddim => Method::Ddim,
         MethodChoice::Fpi => Method::FixedPoint {
@@ -91,9 +92,9 @@ fn invert(args: InvertArgs) -> Result<(), String> {
             tolerance: args.tolerance,
         },
     };
-    let pipeline = load(&args.common)?;
-    pipeline.check_size(args.size).map_err(|e| e.to_string())?;
-    let image = read_image(&args.image, args.size)?;
+    if args.method == MethodChoice::Ddim && (args.iterations != 5 || args.tolerance.is_some()) {
+        eprintln!("note: --method ddim makes one evaluation per step; --iterations and --tolerance are ignored");
+    }
     let settings = InvertSettings {
         prompt: args.prompt.clone(),
         steps: args.steps,
@@ -101,6 +102,10 @@ fn invert(args: InvertArgs) -> Result<(), String> {
         method,
         adjust: args.adjust,
     };
+    settings.validate()?;
+    let pipeline = load(&args.common)?;
+    pipeline.check_size(args.size).map_err(|e| e.to_string())?;
+    let image = read_image(&args.image, args.size)?;
     let dropped = pipeline.tokenizer.encode(&args.prompt).map_err(|e| e.to_string())?.dropped;
     if dropped > 0 {
         eprintln!("warning: the prompt is longer than CLIP's 77 tokens; its last {dropped} tokens are ignored");
@@ -132,7 +137,7 @@ fn invert(args: InvertArgs) -> Result<(), String> {
             MethodChoice::Fpi => "fpi".into(),
         },
         iterations: method.iterations(),
-        tolerance: args.tolerance,
+        tolerance: if args.method == MethodChoice::Fpi { args.tolerance } else { None },
         adjust: args.adjust,
         size: args.size,
         model: args.common.model.display().to_string(),
@@ -181,11 +186,12 @@ fn reconstruct(args: ReconstructArgs) -> Result<(), String> {
     if let Some(path) = &args.latents_out {
         check_writable(path)?;
     }
-    let seed = Seed::from_bytes(&read_file(&args.seed)?).map_err(|e| format!("{}: {e}", args.seed.display()))?;
+    let seed = read_seed(&args.seed)?;
     let prompt = args.prompt.clone().unwrap_or_else(|| seed.info.prompt.clone());
-    let guidance = args.guidance.unwrap_or(if seed.info.guidance > 0.0 { seed.info.guidance } else { 1.0 });
-    let steps = args.steps.unwrap_or(if seed.info.steps > 0 { seed.info.steps } else { 50 });
+    let guidance = args.guidance.unwrap_or(seed.info.guidance);
+    let steps = args.steps.unwrap_or(seed.info.steps);
     let pipeline = load(&args.common)?;
+    pipeline.check_latents(seed.shape).map_err(|e| format!("{}: {e}", args.seed.display()))?;
     let latents = pipeline.latents(seed.latents.clone(), seed.shape);
     sample_and_write(&pipeline, latents, &prompt, steps, guidance, args.common.quiet, &args.output, args.latents_out.as_deref())
 }
@@ -229,13 +235,13 @@ fn generate(args: GenerateArgs) -> Result<(), String> {
     if let Some(path) = &args.latents_out {
         check_writable(path)?;
     }
-    let init = match &args.init_latents {
-        Some(path) => Some(Seed::from_bytes(&read_file(path)?).map_err(|e| format!("{}: {e}", path.display()))?),
-        None => None,
-    };
+    let init = args.init_latents.as_deref().map(read_seed).transpose()?;
     let pipeline = load(&args.common)?;
     let latents = match init {
-        Some(seed) => pipeline.latents(seed.latents, seed.shape),
+        Some(seed) => {
+            pipeline.check_latents(seed.shape).map_err(|e| e.to_string())?;
+            pipeline.latents(seed.latents, seed.shape)
+        }
         None => {
             pipeline.check_size(args.size).map_err(|e| e.to_string())?;
             let side = args.size / pipeline.vae_factor;

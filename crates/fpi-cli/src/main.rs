@@ -23,6 +23,6 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-/// The command line tool is native only; the web build uses the `fpi-web` crate.
+/// The command line tool is native only (`cargo test` also builds bins for wasm32 targets).
 #[cfg(target_family = "wasm")]
 fn main() {}

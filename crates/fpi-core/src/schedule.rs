@@ -5,6 +5,9 @@ use std::path::Path;
 use serde::Deserialize;
 
 /// The fields of `scheduler_config.json` that the DDIM schedule uses (SD1.5 ships a PNDM config; its betas apply).
+/// Missing fields take SD1.5's values (which differ from `DDIMScheduler`'s own defaults for `steps_offset` and
+/// `set_alpha_to_one`); options that change the sampler's arithmetic must be off.
+#[allow(missing_docs)]
 #[derive(Debug, Clone, Deserialize)]
 pub struct SchedulerConfig {
     #[serde(default = "default_beta_start")]
@@ -23,6 +26,14 @@ pub struct SchedulerConfig {
     pub timestep_spacing: String,
     #[serde(default = "default_prediction_type")]
     pub prediction_type: String,
+    #[serde(default)]
+    pub clip_sample: bool,
+    #[serde(default)]
+    pub thresholding: bool,
+    #[serde(default)]
+    pub rescale_betas_zero_snr: bool,
+    #[serde(default)]
+    pub trained_betas: Option<Vec<f64>>,
 }
 
 impl Default for SchedulerConfig {
@@ -42,6 +53,9 @@ impl SchedulerConfig {
     }
 
     fn validate(&self) -> Result<(), String> {
+        if self.clip_sample || self.thresholding || self.rescale_betas_zero_snr || self.trained_betas.is_some() {
+            return Err("clip_sample, thresholding, rescale_betas_zero_snr and trained_betas are not supported".into());
+        }
         if !matches!(self.beta_schedule.as_str(), "scaled_linear" | "linear") {
             return Err(format!("unsupported beta_schedule {:?}", self.beta_schedule));
         }
@@ -95,7 +109,7 @@ impl DdimSchedule {
         if steps == 0 || steps > n {
             return Err(format!("steps must be between 1 and {n}, got {steps}"));
         }
-        // In f32 as diffusers computes them, then accumulated in f64.
+        // In f32, as diffusers computes and accumulates them.
         let betas: Vec<f64> = match config.beta_schedule.as_str() {
             "scaled_linear" => linspace(config.beta_start.sqrt(), config.beta_end.sqrt(), n)
                 .map(|b| (b * b) as f64)
@@ -110,17 +124,18 @@ impl DdimSchedule {
         }
         let final_alpha_cumprod = if config.set_alpha_to_one { 1.0 } else { alphas_cumprod[0] };
         let ratio = n / steps;
-        let timesteps = (0..steps).rev().map(|i| i * ratio + config.steps_offset).collect();
+        let timesteps: Vec<usize> = (0..steps).rev().map(|i| i * ratio + config.steps_offset).collect();
+        if timesteps[0] >= n {
+            return Err(format!(
+                "{steps} steps with steps_offset {} reach timestep {}, past the {n} training steps",
+                config.steps_offset, timesteps[0]
+            ));
+        }
         Ok(Self {
             alphas_cumprod,
             final_alpha_cumprod,
             timesteps,
         })
-    }
-
-    /// ā at timestep `t`; a negative `t` (before the first training step) gives the final ā.
-    pub fn alpha_cumprod(&self, t: i64) -> f64 {
-        if t < 0 { self.final_alpha_cumprod } else { self.alphas_cumprod[t as usize] }
     }
 
     /// ā of the step before `timesteps[i]` in sampling order (the destination of a sampling step from it).

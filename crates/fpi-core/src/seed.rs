@@ -6,13 +6,18 @@ use safetensors::tensor::{Dtype, TensorView};
 use serde::{Deserialize, Serialize};
 
 /// How a seed was made; stored as the safetensors metadata (all values as strings, as the format requires).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+/// A file without some of these keys reads them as the defaults: no prompt, 50 steps, guidance 1.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SeedInfo {
+    /// The prompt it was inverted (or generated) with.
     pub prompt: String,
+    /// DDIM steps.
     pub steps: usize,
+    /// Classifier-free guidance scale.
     pub guidance: f64,
     /// `ddim` or `fpi`.
     pub method: String,
+    /// Evaluations of the implicit step per timestep.
     pub iterations: usize,
     /// The early-stop tolerance, if one was set.
     pub tolerance: Option<f64>,
@@ -26,12 +31,31 @@ pub struct SeedInfo {
     pub fpi_version: String,
 }
 
+impl Default for SeedInfo {
+    fn default() -> Self {
+        Self {
+            prompt: String::new(),
+            steps: 50,
+            guidance: 1.0,
+            method: String::new(),
+            iterations: 0,
+            tolerance: None,
+            adjust: 0,
+            size: 0,
+            model: String::new(),
+            fpi_version: String::new(),
+        }
+    }
+}
+
 /// An inverted seed: the latents and how they were made.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Seed {
+    /// The values of `latents`, row-major.
     pub latents: Vec<f32>,
     /// `[1, C, h, w]`.
     pub shape: [usize; 4],
+    /// The settings it was made with.
     pub info: SeedInfo,
 }
 
@@ -67,28 +91,24 @@ impl Seed {
             return Err(format!("`latents` has shape {shape:?}, expected a batch of 1"));
         }
         let latents = view.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
-        let info = metadata.metadata().as_ref().map(parse_info).unwrap_or_default();
+        let info = match metadata.metadata() {
+            Some(map) => parse_info(map)?,
+            None => SeedInfo::default(),
+        };
         Ok(Self { latents, shape, info })
     }
 }
 
-fn parse_info(map: &HashMap<String, String>) -> SeedInfo {
-    let object = map
-        .iter()
-        .map(|(k, v)| {
-            let value = match k.as_str() {
-                "prompt" | "method" | "model" | "fpi_version" => serde_json::Value::String(v.clone()),
-                _ => serde_json::from_str(v).unwrap_or(serde_json::Value::Null),
-            };
-            (k.clone(), value)
-        })
-        .collect();
-    let defaults = serde_json::to_value(SeedInfo::default()).expect("plain data");
-    let mut merged = defaults.as_object().cloned().expect("a struct");
-    for (k, v) in serde_json::Map::into_iter(object) {
-        if !v.is_null() {
-            merged.insert(k, v);
-        }
+/// Reads the known keys one by one, so that a bad value is named; other keys are ignored.
+fn parse_info(map: &HashMap<String, String>) -> Result<SeedInfo, String> {
+    let mut json = serde_json::to_value(SeedInfo::default()).expect("plain data");
+    let fields = json.as_object_mut().expect("a struct");
+    for (key, value) in map {
+        let Some(slot) = fields.get_mut(key) else { continue };
+        *slot = match key.as_str() {
+            "prompt" | "method" | "model" | "fpi_version" => serde_json::Value::String(value.clone()),
+            _ => serde_json::from_str(value).map_err(|_| format!("metadata {key} = {value:?} is not a number"))?,
+        };
     }
-    serde_json::from_value(serde_json::Value::Object(merged)).unwrap_or_default()
+    serde_json::from_value(json).map_err(|e| format!("metadata: {e}"))
 }

@@ -50,25 +50,27 @@ pub struct StepReport {
     pub timestep: usize,
     /// Evaluations of f made.
     pub iterations: usize,
-    /// ‖f(zⁱ) − zⁱ‖/‖zⁱ‖ for each evaluation i.
+    /// ‖f(zⁱ) − zⁱ‖/‖zⁱ‖ for each evaluation i (z⁰ = z_prev).
     pub residuals: Vec<f64>,
-    /// The iterate kept: f(zⁱ) for the i with the smallest residual (the last one unless the residual grew).
+    /// k of the kept iterate zᵏ: the last (k = iterations) unless the residual grew after an earlier minimum.
     pub kept: usize,
 }
 
 impl StepReport {
     /// True when the residual grew, so an earlier iterate than the last was kept.
     pub fn diverged(&self) -> bool {
-        self.kept + 1 < self.iterations
+        self.kept < self.iterations
     }
 }
 
 /// Progress of a long run, given to the caller's observer after each evaluation of the model.
 #[derive(Debug, Clone)]
 pub struct Progress {
-    /// Step index and step count of the current phase.
+    /// Step index within the current phase.
     pub step: usize,
+    /// Steps in the current phase.
     pub steps: usize,
+    /// The step's (destination) timestep.
     pub timestep: usize,
     /// 1-based iteration within the step (1 when sampling).
     pub iteration: usize,
@@ -90,12 +92,28 @@ pub enum RunError {
     Device(String),
 }
 
-async fn norm(x: Tensor<4>) -> Result<f64, RunError> {
-    let sq: f32 = x.powi_scalar(2).sum().into_scalar_async().await.map_err(|e| RunError::Device(format!("{e:?}")))?;
-    Ok((sq as f64).sqrt())
+/// ‖a − b‖ / ‖b‖, read back from the device in one transfer.
+async fn relative_residual(a: Tensor<4>, b: Tensor<4>) -> Result<f64, RunError> {
+    let sums = Tensor::cat(vec![(a - b.clone()).powi_scalar(2).sum(), b.powi_scalar(2).sum()], 0);
+    let data = sums.into_data_async().await.map_err(|e| RunError::Device(format!("{e:?}")))?;
+    let sums = data.convert::<f32>().try_into_vec::<f32>().map_err(|e| RunError::Device(format!("{e:?}")))?;
+    Ok((sums[0] as f64 / (sums[1] as f64).max(f64::MIN_POSITIVE)).sqrt())
+}
+
+/// One inversion step's result: the kept iterate and how it was found.
+pub struct StepSolution {
+    pub z: Tensor<4>,
+    /// ‖f(zⁱ) − zⁱ‖/‖zⁱ‖ for each evaluation i (z⁰ = z_prev).
+    pub residuals: Vec<f64>,
+    /// k of the kept iterate zᵏ (1 ≤ k ≤ evaluations).
+    pub kept: usize,
 }
 
 /// Solves one inversion step from `z_prev` (at ā_prev) to timestep `t`.
+///
+/// The residual of evaluation i measures how far zⁱ is from a fixed point. The last iterate z^K (whose residual
+/// is not measured) is kept unless an earlier zⁱ (i ≥ 1) had the smallest residual and later ones grew: then zⁱ
+/// is kept. z⁰ = z_prev is never a candidate.
 pub async fn invert_step(
     predictor: &impl NoisePredictor,
     z_prev: Tensor<4>,
@@ -104,29 +122,34 @@ pub async fn invert_step(
     t: usize,
     method: Method,
     mut on_iteration: impl FnMut(usize, f64) -> ControlFlow<()>,
-) -> Result<(Tensor<4>, Vec<f64>, usize), RunError> {
+) -> Result<StepSolution, RunError> {
     let (a, b) = ddim_coefficients(alpha_prev, alpha_t);
     let anchor = z_prev.clone().mul_scalar(a);
-    let mut z = z_prev;
-    let mut best: Option<(f64, Tensor<4>, usize)> = None;
+    let mut iterates = vec![z_prev];
     let mut residuals = Vec::new();
     for i in 0..method.iterations() {
+        let z = iterates[i].clone();
         let next = anchor.clone() + predictor.predict(z.clone(), t).mul_scalar(b);
-        let residual = norm(next.clone() - z.clone()).await? / norm(z).await?.max(f64::MIN_POSITIVE);
+        let residual = relative_residual(next.clone(), z).await?;
         residuals.push(residual);
-        if best.as_ref().is_none_or(|(r, _, _)| residual < *r) {
-            best = Some((residual, next.clone(), i));
-        }
+        iterates.push(next);
         if on_iteration(i + 1, residual).is_break() {
             return Err(RunError::Cancelled);
         }
-        z = next;
         if method.tolerance().is_some_and(|tol| residual < tol) {
             break;
         }
     }
-    let (_, kept, index) = best.expect("at least one iteration");
-    Ok((kept, residuals, index))
+    let last = residuals.len();
+    let kept = match (1..last).min_by(|&i, &j| residuals[i].total_cmp(&residuals[j])) {
+        Some(best) if best + 1 < last => best,
+        _ => last,
+    };
+    Ok(StepSolution {
+        z: iterates.swap_remove(kept),
+        residuals,
+        kept,
+    })
 }
 
 /// Inverts the first `steps` sampling steps in reverse, from clean latents `z0` towards noise. Returns the latents at
@@ -155,15 +178,15 @@ pub async fn invert(
                 residual: Some(residual),
             })
         };
-        let (next, residuals, kept) = invert_step(predictor, z, alpha_prev, alpha_t, t, method, observe).await?;
+        let solution = invert_step(predictor, z, alpha_prev, alpha_t, t, method, observe).await?;
         reports.push(StepReport {
             step,
             timestep: t,
-            iterations: residuals.len(),
-            residuals,
-            kept,
+            iterations: solution.residuals.len(),
+            residuals: solution.residuals,
+            kept: solution.kept,
         });
-        z = next;
+        z = solution.z;
     }
     Ok((z, reports))
 }

@@ -20,12 +20,34 @@ pub enum PerBlock<T> {
 }
 
 impl<T: Copy> PerBlock<T> {
-    /// The value of down block `i`.
+    /// The value of down block `i` (checked to exist by the configs' `validate`).
     pub fn get(&self, i: usize) -> T {
         match self {
             PerBlock::All(v) => *v,
-            PerBlock::Each(v) => v[i.min(v.len() - 1)],
+            PerBlock::Each(v) => v[i],
         }
+    }
+
+    fn check(&self, name: &str, levels: usize) -> std::result::Result<(), String> {
+        match self {
+            PerBlock::Each(v) if v.len() != levels => Err(format!("{name} has {} entries for {levels} levels", v.len())),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Checks that the per-level lists agree and that channels split into `groups` groups.
+fn check_levels(down: &[String], up: &[String], channels: &[usize], groups: usize) -> std::result::Result<(), String> {
+    let n = channels.len();
+    if n == 0 || down.len() != n || up.len() != n {
+        return Err("down_block_types, up_block_types and block_out_channels must have one entry per level".into());
+    }
+    if groups == 0 {
+        return Err("norm_num_groups must be positive".into());
+    }
+    match channels.iter().find(|&&c| c == 0 || c % groups != 0) {
+        Some(c) => Err(format!("block_out_channels entry {c} is not a positive multiple of norm_num_groups")),
+        None => Ok(()),
     }
 }
 
@@ -61,8 +83,6 @@ pub struct UNetConfig {
     pub transformer_layers_per_block: PerBlock<usize>,
     #[serde(default = "default_mid_block")]
     pub mid_block_type: Option<String>,
-    #[serde(default)]
-    pub sample_size: Option<usize>,
 }
 
 impl UNetConfig {
@@ -77,8 +97,17 @@ impl UNetConfig {
     /// Checks what the model code supports, so a bad config is an error and not a panic later.
     pub fn validate(&self) -> std::result::Result<(), String> {
         let n = self.block_out_channels.len();
-        if n == 0 || self.down_block_types.len() != n || self.up_block_types.len() != n {
-            return Err("down_block_types, up_block_types and block_out_channels must have one entry per level".into());
+        check_levels(&self.down_block_types, &self.up_block_types, &self.block_out_channels, self.norm_num_groups)?;
+        self.layers_per_block.check("layers_per_block", n)?;
+        self.transformer_layers_per_block.check("transformer_layers_per_block", n)?;
+        for heads in [&self.attention_head_dim, &self.num_attention_heads].into_iter().flatten() {
+            heads.check("attention_head_dim", n)?;
+        }
+        if self.block_out_channels[0] % 2 != 0 {
+            return Err("block_out_channels[0] must be even (it is the width of the timestep features)".into());
+        }
+        if self.in_channels == 0 || self.out_channels == 0 || self.cross_attention_dim == 0 {
+            return Err("in_channels, out_channels and cross_attention_dim must be positive".into());
         }
         for t in &self.down_block_types {
             if t != "CrossAttnDownBlock2D" && t != "DownBlock2D" {
@@ -91,13 +120,10 @@ impl UNetConfig {
             }
         }
         match self.mid_block_type.as_deref() {
-            Some("UNetMidBlock2DCrossAttn") | None => {}
-            Some(t) => return Err(format!("unsupported mid block type {t:?}")),
+            Some("UNetMidBlock2DCrossAttn") => {}
+            t => return Err(format!("unsupported mid block type {t:?}")),
         }
         for (i, &c) in self.block_out_channels.iter().enumerate() {
-            if c % self.norm_num_groups != 0 {
-                return Err(format!("block_out_channels[{i}] = {c} is not a multiple of norm_num_groups"));
-            }
             let heads = self.heads(i);
             if heads == 0 || c % heads != 0 {
                 return Err(format!("block_out_channels[{i}] = {c} does not split into {heads} heads"));
@@ -127,8 +153,6 @@ pub struct VaeConfig {
     pub use_quant_conv: bool,
     #[serde(default = "default_true")]
     pub use_post_quant_conv: bool,
-    #[serde(default)]
-    pub sample_size: Option<usize>,
 }
 
 impl VaeConfig {
@@ -139,18 +163,15 @@ impl VaeConfig {
 
     /// Checks what the model code supports.
     pub fn validate(&self) -> std::result::Result<(), String> {
-        let n = self.block_out_channels.len();
-        if n == 0 || self.down_block_types.len() != n || self.up_block_types.len() != n {
-            return Err("down_block_types, up_block_types and block_out_channels must have one entry per level".into());
-        }
+        check_levels(&self.down_block_types, &self.up_block_types, &self.block_out_channels, self.norm_num_groups)?;
         if self.down_block_types.iter().any(|t| t != "DownEncoderBlock2D") {
             return Err("only DownEncoderBlock2D encoder blocks are supported".into());
         }
         if self.up_block_types.iter().any(|t| t != "UpDecoderBlock2D") {
             return Err("only UpDecoderBlock2D decoder blocks are supported".into());
         }
-        if let Some(c) = self.block_out_channels.iter().find(|&&c| c % self.norm_num_groups != 0) {
-            return Err(format!("channel count {c} is not a multiple of norm_num_groups"));
+        if self.latent_channels == 0 || self.in_channels == 0 || self.out_channels == 0 {
+            return Err("latent_channels, in_channels and out_channels must be positive".into());
         }
         Ok(())
     }
@@ -174,7 +195,7 @@ pub struct ClipConfig {
 impl ClipConfig {
     /// Checks what the model code supports.
     pub fn validate(&self) -> std::result::Result<(), String> {
-        if self.num_attention_heads == 0 || self.hidden_size % self.num_attention_heads != 0 {
+        if self.num_attention_heads == 0 || self.hidden_size == 0 || self.hidden_size % self.num_attention_heads != 0 {
             return Err("hidden_size must split into num_attention_heads".into());
         }
         if self.hidden_act != "quick_gelu" && self.hidden_act != "gelu" {
@@ -184,13 +205,53 @@ impl ClipConfig {
     }
 }
 
-/// Reads a JSON config file; `validate` checks the values the models rely on.
+/// Options of diffusers' UNet that change its arithmetic, with the values the model code implements.
+const UNET_FIXED_OPTIONS: &[(&str, &str)] = &[
+    ("center_input_sample", "false"),
+    ("resnet_time_scale_shift", "\"default\""),
+    ("time_embedding_type", "\"positional\""),
+    ("class_embed_type", "null"),
+    ("addition_embed_type", "null"),
+    ("encoder_hid_dim", "null"),
+    ("conv_in_kernel", "3"),
+    ("conv_out_kernel", "3"),
+    ("mid_block_scale_factor", "1"),
+    ("only_cross_attention", "false"),
+    ("dual_cross_attention", "false"),
+    ("act_fn", "\"silu\""),
+    ("timestep_post_act", "null"),
+    ("time_cond_proj_dim", "null"),
+    ("attention_type", "\"default\""),
+];
+
+/// Rejects a UNet config that sets an option the model code does not implement to another value.
+pub fn check_unet_options(json: &serde_json::Value) -> std::result::Result<(), String> {
+    for (key, supported) in UNET_FIXED_OPTIONS {
+        let supported: serde_json::Value = serde_json::from_str(supported).expect("valid JSON");
+        match json.get(key) {
+            Some(value) if value != &supported && !(value.is_number() && value.as_f64() == supported.as_f64()) => {
+                return Err(format!("{key} = {value} is not supported (only {supported})"));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Reads a JSON config file; `validate` checks the values the models rely on, `check_raw` the raw JSON.
 pub fn read_config<T: DeserializeOwned>(
     path: &Path,
+    check_raw: impl Fn(&serde_json::Value) -> std::result::Result<(), String>,
     validate: impl Fn(&T) -> std::result::Result<(), String>,
 ) -> Result<T> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    let config: T = serde_json::from_str(&text).map_err(|e| Error::Config {
+    let bad = |message: String| Error::Config {
+        path: path.to_owned(),
+        message,
+    };
+    let raw: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    check_raw(&raw).map_err(bad)?;
+    let config: T = serde_json::from_value(raw).map_err(|e| Error::Config {
         path: path.to_owned(),
         message: e.to_string(),
     })?;

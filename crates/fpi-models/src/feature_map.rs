@@ -18,7 +18,8 @@ pub trait FeatureMap: Clone + Sized {
     fn group_norm(self, norm: &GroupNorm) -> Self;
     /// SiLU.
     fn silu(self) -> Self;
-    /// A 1×1, a 3×3 (stride 1, padding 1) or the VAE encoder's 3×3 stride-2 (padding bottom/right) convolution.
+    /// A 1×1, a 3×3 (stride 1, padding 1) or the VAE encoder's 3×3 stride-2 (padding bottom/right) convolution;
+    /// the banded map supports only these, the VAE's.
     fn conv(self, conv: &Conv2d) -> Self;
     /// Element-wise sum of two maps of the same shape.
     fn add(self, other: Self) -> Self;
@@ -50,7 +51,8 @@ impl FeatureMap for Tensor<4> {
     }
 }
 
-/// A `[B, C, H, W]` map as bands of rows, top to bottom; every band has an even height except perhaps the last.
+/// A `[B, C, H, W]` map as bands of rows, top to bottom. Before each convolution the bands are re-cut to even
+/// heights (except perhaps the last), so a stride-2 window never straddles two bands' interiors.
 #[derive(Debug, Clone)]
 pub struct Bands {
     bands: Vec<Tensor<4>>,
@@ -183,7 +185,9 @@ impl FeatureMap for Bands {
             return this.map(|t| conv2d(t, weight.clone(), bias.clone(), ConvOptions::new([1, 1], [0, 0], [1, 1], 1)));
         }
         let device = weight.device();
+        // Under a stride-2 convolution, a last band of one row makes no output row (its window runs off the map).
         let bands = (0..this.bands.len())
+            .filter(|&i| stride == 1 || this.bands[i].dims()[2] > 1)
             .map(|i| {
                 let band = this.bands[i].clone();
                 match stride {

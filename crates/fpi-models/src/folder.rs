@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use burn::tensor::Device;
 
 use crate::clip::{ClipTextModel, TokenTable};
-use crate::config::{ClipConfig, UNetConfig, VaeConfig, read_config};
+use crate::config::{ClipConfig, UNetConfig, VaeConfig, check_unet_options, read_config};
 use crate::error::{Error, Result};
 use crate::tokenizer::ClipTokenizer;
 use crate::unet::UNet2DConditionModel;
@@ -61,17 +61,40 @@ impl ModelFolder {
 
     /// The UNet's config.
     pub fn unet_config(&self) -> Result<UNetConfig> {
-        read_config(&self.part("unet")?.join("config.json"), UNetConfig::validate)
+        read_config(&self.part("unet")?.join("config.json"), check_unet_options, UNetConfig::validate)
     }
 
     /// The VAE's config.
     pub fn vae_config(&self) -> Result<VaeConfig> {
-        read_config(&self.part("vae")?.join("config.json"), VaeConfig::validate)
+        read_config(&self.part("vae")?.join("config.json"), |_| Ok(()), VaeConfig::validate)
     }
 
     /// The text encoder's config.
     pub fn clip_config(&self) -> Result<ClipConfig> {
-        read_config(&self.part("text_encoder")?.join("config.json"), ClipConfig::validate)
+        read_config(&self.part("text_encoder")?.join("config.json"), |_| Ok(()), ClipConfig::validate)
+    }
+
+    /// Checks that the parts fit together: the UNet reads the VAE's latents and CLIP's states, CLIP takes
+    /// the tokenizer's 77 tokens.
+    pub fn check_parts(&self) -> Result<()> {
+        let (unet, vae, clip) = (self.unet_config()?, self.vae_config()?, self.clip_config()?);
+        let mismatch = |message: String| Err(Error::Config { path: self.root.clone(), message });
+        if unet.in_channels != vae.latent_channels || unet.out_channels != vae.latent_channels {
+            return mismatch(format!(
+                "the UNet takes {} and gives {} channels but the VAE's latents have {}",
+                unet.in_channels, unet.out_channels, vae.latent_channels
+            ));
+        }
+        if unet.cross_attention_dim != clip.hidden_size {
+            return mismatch(format!(
+                "the UNet attends to {}-wide text states but CLIP gives {}",
+                unet.cross_attention_dim, clip.hidden_size
+            ));
+        }
+        if clip.max_position_embeddings != 77 {
+            return mismatch(format!("CLIP has {} positions; SD1.x prompts are 77 tokens", clip.max_position_embeddings));
+        }
+        Ok(())
     }
 
     /// The scheduler config's path (read by the inversion core).

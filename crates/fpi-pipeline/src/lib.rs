@@ -1,5 +1,5 @@
-//! The SD1.5 inversion pipeline shared by the `fpi` command and the web page: it joins the models
-//! (`fpi-models`) to the inversion core (`fpi-core`) and handles images.
+//! The SD1.5 inversion pipeline behind the `fpi` command: it joins the models (`fpi-models`) to the inversion core
+//! (`fpi-core`) and handles images. It is async where it reads results back, as a browser build will need.
 
 pub mod image_io;
 pub mod pipeline;

@@ -19,10 +19,13 @@ use crate::predictor::UNetPredictor;
 /// Why a pipeline call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
+    /// Loading or running a model part failed.
     #[error(transparent)]
     Model(#[from] fpi_models::Error),
+    /// The run was cancelled or the device failed.
     #[error(transparent)]
     Run(#[from] RunError),
+    /// Settings or inputs that do not fit the model.
     #[error("{0}")]
     Invalid(String),
 }
@@ -60,19 +63,51 @@ pub struct Inversion {
     pub reports: Vec<StepReport>,
 }
 
+impl InvertSettings {
+    /// Checks the settings that do not depend on the model.
+    pub fn validate(&self) -> Result<(), String> {
+        check_guidance(self.guidance)?;
+        if self.steps == 0 {
+            return Err("--steps must be at least 1".into());
+        }
+        if self.adjust > self.steps {
+            return Err(format!("--adjust {} is more than --steps {}", self.adjust, self.steps));
+        }
+        if let Method::FixedPoint { iterations, tolerance } = self.method {
+            if iterations == 0 {
+                return Err("--iterations must be at least 1".into());
+            }
+            if tolerance.is_some_and(|t| !(t > 0.0 && t.is_finite())) {
+                return Err("--tolerance must be a positive number".into());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Guidance must be finite and at least 1 (below 1 diffusers turns guidance off, so seeds would not transfer).
+pub fn check_guidance(guidance: f64) -> Result<(), String> {
+    if guidance.is_finite() && guidance >= 1.0 {
+        Ok(())
+    } else {
+        Err(format!("--guidance must be a number ≥ 1, got {guidance}"))
+    }
+}
+
 /// Which phase a progress report belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
+    /// The prompt-aware adjustment.
     Adjust,
+    /// Inverting to the seed.
     Invert,
+    /// DDIM sampling.
     Sample,
 }
 
 /// Text states for classifier-free guidance: `[2, 77, C]` = (empty prompt, prompt).
 pub struct Conditioning {
     pub states: Tensor<3>,
-    /// Tokens of the prompt cut to fit 77 (0 when it fit).
-    pub dropped_tokens: usize,
 }
 
 enum Predictor<'a> {
@@ -92,6 +127,7 @@ impl NoisePredictor for Predictor<'_> {
 impl Pipeline {
     /// Loads every part of a diffusers folder onto `device`.
     pub fn load(folder: &ModelFolder, device: Device) -> Result<Self, PipelineError> {
+        folder.check_parts()?;
         let scheduler = SchedulerConfig::from_file(&folder.scheduler_config()?).map_err(PipelineError::Invalid)?;
         let vae_factor = folder.vae_config()?.downsampling_factor();
         Ok(Self {
@@ -108,6 +144,20 @@ impl Pipeline {
     /// The image sides this model accepts: multiples of 8 × the VAE's factor (64 for SD1.5).
     pub fn size_step(&self) -> usize {
         8 * self.vae_factor
+    }
+
+    /// Checks latents from a file against the model: its channels, and sides the UNet can halve at each level.
+    pub fn check_latents(&self, shape: [usize; 4]) -> Result<(), PipelineError> {
+        let channels = self.unet.conv_in.weight.dims()[1];
+        let step = 1 << (self.unet.down_blocks.len() - 1);
+        let [b, c, h, w] = shape;
+        if b != 1 || c != channels || h == 0 || w == 0 || h % step != 0 || w % step != 0 {
+            return Err(PipelineError::Invalid(format!(
+                "latents of shape {shape:?} do not fit this model: expected [1, {channels}, h, w] with h and w \
+                 positive multiples of {step}"
+            )));
+        }
+        Ok(())
     }
 
     /// Checks an image side.
@@ -127,10 +177,7 @@ impl Pipeline {
             .clip
             .forward(&[empty.ids, tokens.ids], &self.device)
             .map_err(PipelineError::Invalid)?;
-        Ok(Conditioning {
-            states,
-            dropped_tokens: tokens.dropped,
-        })
+        Ok(Conditioning { states })
     }
 
     fn predictor<'a>(&'a self, conditioning: &Conditioning, guidance: f64) -> Predictor<'a> {
@@ -177,13 +224,8 @@ impl Pipeline {
     ) -> Result<Inversion, PipelineError> {
         let conditioning = self.condition(&settings.prompt)?;
         let predictor = self.predictor(&conditioning, settings.guidance);
+        settings.validate().map_err(PipelineError::Invalid)?;
         let schedule = self.schedule(settings.steps)?;
-        if settings.adjust > settings.steps {
-            return Err(PipelineError::Invalid(format!(
-                "--adjust {} is more than --steps {}",
-                settings.adjust, settings.steps
-            )));
-        }
         let mut on_adjust = |p: &Progress| observer(Phase::Adjust, p);
         let start = adjust(&predictor, &schedule, z0, settings.adjust, settings.method, &mut on_adjust).await?;
         let mut on_invert = |p: &Progress| observer(Phase::Invert, p);
@@ -202,6 +244,8 @@ impl Pipeline {
         guidance: f64,
         observer: &mut dyn FnMut(Phase, &Progress) -> ControlFlow<()>,
     ) -> Result<Tensor<4>, PipelineError> {
+        self.check_latents(seed.dims())?;
+        check_guidance(guidance).map_err(PipelineError::Invalid)?;
         let conditioning = self.condition(prompt)?;
         let predictor = self.predictor(&conditioning, guidance);
         let schedule = self.schedule(steps)?;
