@@ -34,7 +34,8 @@ pub fn blocked_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, causal: bool)
     Tensor::cat(blocks, 2)
 }
 
-/// diffusers' `Attention`: query from `x`, key and value from `context` (or `x`), `heads` heads, output projection.
+/// diffusers' `Attention` (also CLIP's, causal): query from `x`, key and value from `context` (or `x`), `heads`
+/// heads, output projection.
 #[derive(Module, Debug)]
 pub struct Attention {
     pub to_q: Linear,
@@ -43,6 +44,8 @@ pub struct Attention {
     /// diffusers' `to_out.0` (its `to_out.1` is a dropout).
     pub to_out: Linear,
     pub heads: usize,
+    /// Each token attends only to itself and earlier ones (CLIP's text encoder).
+    pub causal: bool,
 }
 
 impl Attention {
@@ -55,7 +58,13 @@ impl Attention {
             to_v: qkv(context_dim),
             to_out: LinearConfig::new(dim, dim).init(device),
             heads,
+            causal: false,
         }
+    }
+
+    /// The same attention with a causal mask.
+    pub fn causal(self) -> Self {
+        Self { causal: true, ..self }
     }
 
     /// `x`: `[B, L, C]`; `context`: `[B, Lc, Cc]` for cross-attention, `None` for self-attention.
@@ -64,7 +73,7 @@ impl Attention {
         let q = self.split_heads(self.to_q.forward(x));
         let k = self.split_heads(self.to_k.forward(context.clone()));
         let v = self.split_heads(self.to_v.forward(context));
-        let out = blocked_attention(q, k, v, false);
+        let out = blocked_attention(q, k, v, self.causal);
         self.to_out.forward(merge_heads(out))
     }
 
@@ -75,7 +84,7 @@ impl Attention {
 }
 
 /// `[B, H, L, D]` → `[B, L, H·D]`.
-pub fn merge_heads(x: Tensor<4>) -> Tensor<3> {
+fn merge_heads(x: Tensor<4>) -> Tensor<3> {
     let [b, h, l, d] = x.dims();
     x.swap_dims(1, 2).reshape([b, l, h * d])
 }

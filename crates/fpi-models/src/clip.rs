@@ -5,18 +5,8 @@ use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::activation::{gelu, sigmoid};
 use burn::tensor::{Device, Tensor, TensorData};
 
-use crate::attention::{blocked_attention, merge_heads};
+use crate::attention::Attention;
 use crate::config::ClipConfig;
-
-/// CLIP's attention: separate q/k/v/out projections with biases, causal.
-#[derive(Module, Debug)]
-pub struct ClipAttention {
-    pub q_proj: Linear,
-    pub k_proj: Linear,
-    pub v_proj: Linear,
-    pub out_proj: Linear,
-    pub heads: usize,
-}
 
 /// The two-layer MLP.
 #[derive(Module, Debug)]
@@ -31,7 +21,8 @@ pub struct ClipMlp {
 #[derive(Module, Debug)]
 pub struct ClipEncoderLayer {
     pub layer_norm1: LayerNorm,
-    pub self_attn: ClipAttention,
+    /// transformers' `q_proj/k_proj/v_proj/out_proj`, loaded as `to_q/to_k/to_v/to_out`.
+    pub self_attn: Attention,
     pub layer_norm2: LayerNorm,
     pub mlp: ClipMlp,
 }
@@ -92,13 +83,7 @@ impl ClipTextModel {
         let layers = (0..config.num_hidden_layers)
             .map(|_| ClipEncoderLayer {
                 layer_norm1: norm(),
-                self_attn: ClipAttention {
-                    q_proj: linear(d, d),
-                    k_proj: linear(d, d),
-                    v_proj: linear(d, d),
-                    out_proj: linear(d, d),
-                    heads: config.num_attention_heads,
-                },
+                self_attn: Attention::new(d, d, config.num_attention_heads, true, device).causal(),
                 layer_norm2: norm(),
                 mlp: ClipMlp {
                     fc1: linear(d, config.intermediate_size),
@@ -140,19 +125,8 @@ impl ClipTextModel {
 
 impl ClipEncoderLayer {
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let x = self.self_attn.forward(self.layer_norm1.forward(x.clone())) + x;
+        let x = self.self_attn.forward(self.layer_norm1.forward(x.clone()), None) + x;
         self.mlp.forward(self.layer_norm2.forward(x.clone())) + x
-    }
-}
-
-impl ClipAttention {
-    fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let [b, l, c] = x.dims();
-        let heads = |t: Tensor<3>| t.reshape([b, l, self.heads, c / self.heads]).swap_dims(1, 2);
-        let q = heads(self.q_proj.forward(x.clone()));
-        let k = heads(self.k_proj.forward(x.clone()));
-        let v = heads(self.v_proj.forward(x));
-        self.out_proj.forward(merge_heads(blocked_attention(q, k, v, true)))
     }
 }
 

@@ -27,8 +27,14 @@ const VAE_KEYS: &[(&str, &str)] = &[
     (r"(attentions\.\d+)\.(proj_attn|to_out\.0)\.", "$1.attention.to_out."),
 ];
 
-/// CLIP keys with or without transformers' `text_model.` prefix.
-const CLIP_KEYS: &[(&str, &str)] = &[(r"^text_model\.", "")];
+/// CLIP keys with or without transformers' `text_model.` prefix; its attention projections in diffusers' names.
+const CLIP_KEYS: &[(&str, &str)] = &[
+    (r"^text_model\.", ""),
+    (r"\.self_attn\.q_proj\.", ".self_attn.to_q."),
+    (r"\.self_attn\.k_proj\.", ".self_attn.to_k."),
+    (r"\.self_attn\.v_proj\.", ".self_attn.to_v."),
+    (r"\.self_attn\.out_proj\.", ".self_attn.to_out."),
+];
 const TOKEN_TABLE: &str = "embeddings.token_embedding.weight";
 
 /// A diffusers-layout Stable Diffusion folder.
