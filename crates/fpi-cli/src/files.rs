@@ -3,9 +3,14 @@
 use std::io::Write;
 use std::path::Path;
 
+/// The folder `path` is in (`.` for a bare file name).
+fn folder(path: &Path) -> &Path {
+    path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))
+}
+
 /// Writes `bytes` to a temporary file beside `path`, then renames it over `path`.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = folder(path);
     let name = path.file_name().ok_or_else(|| format!("{}: not a file path", path.display()))?;
     let tmp = dir.join(format!(".{}.{}.tmp", name.to_string_lossy(), std::process::id()));
     let result = (|| {
@@ -22,7 +27,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
 
 /// Fails early, before any long work, if `path` cannot be written (missing folder, a directory in the way).
 pub fn check_writable(path: &Path) -> Result<(), String> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = folder(path);
     if !dir.is_dir() {
         return Err(format!("{}: folder {} does not exist", path.display(), dir.display()));
     }
