@@ -7,7 +7,6 @@ mod common;
 
 use burn::tensor::{Tensor, TensorData};
 use common::*;
-use fpi_models::ModelFolder;
 
 const LIMIT: u64 = 128 << 20;
 
@@ -24,7 +23,7 @@ fn sd15_sized_models_match_diffusers_within_128_mib_tensors() {
     let dir = std::path::Path::new(&dir);
     let refs = References::open(&dir.join("reference.safetensors"));
     let device = device();
-    let folder = ModelFolder::open(dir).unwrap();
+    let folder = folder(dir);
     let check_memory = |what: &str| {
         if let Some(bytes) = largest_allocation(&device) {
             eprintln!("{what}: largest device allocation {:.1} MiB", bytes as f64 / (1 << 20) as f64);
@@ -32,13 +31,13 @@ fn sd15_sized_models_match_diffusers_within_128_mib_tensors() {
         }
     };
 
-    let clip = folder.load_clip(&device).unwrap();
+    let clip = load_clip(&folder).unwrap();
     let ids: Vec<Vec<u32>> = refs.ints("clip.ids").chunks(77).map(|r| r.iter().map(|&i| i as u32).collect()).collect();
     assert_close(clip.forward(&ids, &device).unwrap(), &refs, "clip.hidden", 1e-4);
     check_memory("CLIP");
     drop(clip);
 
-    let unet = folder.load_unet(&device).unwrap();
+    let unet = load_unet(&folder).unwrap();
     let sample: Tensor<4> = refs.tensor("unet.b1.sample", &device);
     let context: Tensor<3> = refs.tensor("unet.b1.context", &device);
     let t = refs.ints("unet.b1.timestep")[0] as f32;
@@ -47,7 +46,7 @@ fn sd15_sized_models_match_diffusers_within_128_mib_tensors() {
     check_memory("UNet");
     drop(unet);
 
-    let vae = folder.load_vae(&device).unwrap();
+    let vae = load_vae(&folder).unwrap();
     let posterior = vae.encode(refs.tensor("vae.image", &device));
     assert_close(posterior.mean, &refs, "vae.mean", 1e-4);
     assert_close(vae.decode(refs.tensor("vae.latent", &device)), &refs, "vae.decoded", 1e-4);

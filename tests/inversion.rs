@@ -10,7 +10,6 @@ use common::*;
 use fpi_core::predictor::{Guided, NoisePredictor};
 use fpi_core::schedule::{DdimSchedule, SchedulerConfig, ddim_coefficients};
 use fpi_core::solver::{Method, Observer, invert, invert_step, sample};
-use fpi_models::ModelFolder;
 use fpi_models::unet::UNet2DConditionModel;
 use fpi_pipeline::predictor::UNetPredictor;
 
@@ -54,7 +53,7 @@ impl Tiny {
     fn load() -> Self {
         let device = device();
         Self {
-            unet: ModelFolder::open(tiny_model()).unwrap().load_unet(&device).unwrap(),
+            unet: load_unet(&folder(&tiny_model())).unwrap(),
             context: refs().tensor("context", &device),
         }
     }
@@ -251,4 +250,61 @@ fn cancelling_stops_a_run() {
     let observer: &mut Observer<'_> = &mut |p| if p.step == 3 { ControlFlow::Break(()) } else { ControlFlow::Continue(()) };
     let result = pollster::block_on(invert(&Linear(0.5), &schedule(), z_prev(), STEPS, fpi(2), observer));
     assert!(matches!(result, Err(fpi_core::solver::RunError::Cancelled)));
+}
+
+/// The browser case (`tests/fixtures/web-case.json`): settings and a photo. The web build must give the seed and
+/// PSNR recorded in `reference/web-case.*`; this test checks that the native build gives them too (so the browser
+/// tests compare the browser with native), and rewrites them when `FPI_WRITE_WEB_REFERENCE=1`.
+#[test]
+fn the_browser_case_matches_its_native_reference() {
+    #[derive(serde::Deserialize)]
+    struct Case {
+        image: String,
+        prompt: String,
+        size: usize,
+        steps: usize,
+        method: String,
+        iterations: usize,
+        guidance: f64,
+        adjust: usize,
+    }
+    let case: Case = serde_json::from_str(&std::fs::read_to_string(fixtures().join("web-case.json")).unwrap()).unwrap();
+    let settings = fpi_pipeline::InvertSettings {
+        prompt: case.prompt.clone(),
+        steps: case.steps,
+        guidance: case.guidance,
+        method: match case.method.as_str() {
+            "fpi" => fpi(case.iterations),
+            _ => Method::Ddim,
+        },
+        adjust: case.adjust,
+    };
+    let pipeline = pollster::block_on(fpi_pipeline::Pipeline::load(&folder(&tiny_model()), device(), &mut |_, _, _| {}))
+        .unwrap();
+    let bytes = std::fs::read(fixtures().join(&case.image)).unwrap();
+    let image = fpi_pipeline::image_io::square(fpi_pipeline::image_io::decode(&bytes).unwrap(), case.size);
+    let z0 = pipeline.encode(&image);
+    let mut observe = |_: fpi_pipeline::pipeline::Phase, _: &fpi_core::solver::Progress| ControlFlow::Continue(());
+    let inversion = pollster::block_on(pipeline.invert(z0.clone(), &settings, &mut observe)).unwrap();
+    let check = pollster::block_on(pipeline.reconstruct(&inversion, z0, &image, &settings, &mut observe)).unwrap();
+    let seed = fpi_core::seed::Seed {
+        latents: values(inversion.seed.clone()),
+        shape: inversion.seed.dims(),
+        info: settings.seed_info(case.size, "tiny-sd"),
+    };
+
+    let (seed_path, json_path) = (fixtures().join("reference/web-case.safetensors"), fixtures().join("reference/web-case.json"));
+    if std::env::var("FPI_WRITE_WEB_REFERENCE").is_ok_and(|v| v == "1") {
+        std::fs::write(&seed_path, seed.to_bytes()).unwrap();
+        let results = serde_json::json!({ "psnr": check.psnr, "vae_psnr": check.vae_psnr, "latent_error": check.latent_error });
+        std::fs::write(&json_path, serde_json::to_string_pretty(&results).unwrap()).unwrap();
+    }
+    let reference = fpi_core::seed::Seed::from_bytes(&std::fs::read(&seed_path).unwrap()).unwrap();
+    let results: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    assert_eq!(seed.shape, reference.shape);
+    assert_eq!(seed.info.prompt, reference.info.prompt);
+    let err = rel_l2(&seed.latents, &reference.latents);
+    assert!(err <= 1e-4, "seed differs from the reference by {err:.2e}");
+    let psnr = results["psnr"].as_f64().unwrap();
+    assert!((check.psnr - psnr).abs() <= 0.05, "PSNR {:.3} dB, reference {psnr:.3} dB", check.psnr);
 }

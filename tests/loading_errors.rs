@@ -3,14 +3,14 @@
 mod common;
 
 use common::*;
-use fpi_models::{Error, ModelFolder};
+use fpi_models::Error;
 
 fn unet_file(dir: &tempfile::TempDir) -> std::path::PathBuf {
     dir.path().join("unet/diffusion_pytorch_model.safetensors")
 }
 
 fn load_unet_err(dir: &tempfile::TempDir) -> Error {
-    ModelFolder::open(dir.path()).unwrap().load_unet(&device()).err().expect("loading must fail")
+    load_unet(&folder(dir.path())).err().expect("loading must fail")
 }
 
 #[test]
@@ -64,7 +64,7 @@ fn a_mis_shaped_tensor_names_both_shapes() {
     let mut json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
     json["latent_channels"] = 8.into();
     std::fs::write(&config, json.to_string()).unwrap();
-    let err = ModelFolder::open(dir.path()).unwrap().load_vae(&device()).err().expect("loading must fail");
+    let err = load_vae(&folder(dir.path())).err().expect("loading must fail");
     match &err {
         Error::ShapeMismatch { key, expected, found, .. } => {
             assert!(key.starts_with("encoder.conv_out") || key.starts_with("quant_conv") || key.starts_with("decoder.conv_in") || key.starts_with("post_quant_conv"), "{err}");

@@ -5,7 +5,12 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use burn::tensor::{Device, Tensor, TensorData};
+use fpi_models::ModelFolder;
+use fpi_models::clip::ClipTextModel;
 use fpi_models::device::Backend;
+use fpi_models::source::Directory;
+use fpi_models::unet::UNet2DConditionModel;
+use fpi_models::vae::AutoencoderKL;
 use safetensors::SafeTensors;
 
 /// The workspace's `tests/fixtures/` (these helpers also serve tests built by member crates).
@@ -32,6 +37,26 @@ pub fn device() -> Device {
             backend.device().unwrap()
         })
         .clone()
+}
+
+/// The model folder `dir` on disk.
+pub fn folder(dir: &Path) -> ModelFolder<Directory> {
+    ModelFolder::open(dir).unwrap()
+}
+
+/// `folder`'s UNet on the test device.
+pub fn load_unet(folder: &ModelFolder<Directory>) -> fpi_models::Result<UNet2DConditionModel> {
+    pollster::block_on(folder.load_unet(&device(), &mut |_, _, _| {}))
+}
+
+/// `folder`'s VAE on the test device.
+pub fn load_vae(folder: &ModelFolder<Directory>) -> fpi_models::Result<AutoencoderKL> {
+    pollster::block_on(folder.load_vae(&device(), &mut |_, _, _| {}))
+}
+
+/// `folder`'s text encoder on the test device.
+pub fn load_clip(folder: &ModelFolder<Directory>) -> fpi_models::Result<ClipTextModel> {
+    pollster::block_on(folder.load_clip(&device(), &mut |_, _, _| {}))
 }
 
 /// Reference tensors saved by the Python script.

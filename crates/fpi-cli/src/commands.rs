@@ -4,7 +4,6 @@ use std::path::Path;
 use std::time::Instant;
 
 use burn::tensor::{Device, Tensor};
-use fpi_core::metrics::{psnr, relative_error};
 use fpi_core::seed::{Seed, SeedInfo};
 use fpi_core::solver::Method;
 use fpi_models::ModelFolder;
@@ -47,7 +46,9 @@ fn load(common: &Common) -> Result<Pipeline, String> {
     let folder = ModelFolder::open(&common.model).map_err(|e| e.to_string())?;
     let device = open_device(common.device, common.quiet)?;
     let started = Instant::now();
-    let pipeline = Pipeline::load(&folder, device).map_err(|e| e.to_string())?;
+    let mut bars = Bars::new(common.quiet);
+    let mut progress = |part: &str, done, total| bars.load(part, done, total);
+    let pipeline = pollster::block_on(Pipeline::load(&folder, device, &mut progress)).map_err(|e| e.to_string())?;
     if !common.quiet {
         eprintln!("loaded {} in {:.1} s", common.model.display(), started.elapsed().as_secs_f64());
     }
@@ -74,10 +75,6 @@ fn write_latents(path: &Path, values: Vec<f32>, shape: [usize; 4], info: SeedInf
 
 fn read_seed(path: &Path) -> Result<Seed, String> {
     Seed::from_bytes(&read_file(path)?).map_err(|e| format!("{}: {e}", path.display()))
-}
-
-fn pixels(image: &Rgb) -> Vec<f32> {
-    image.as_raw().iter().map(|&v| v as f32).collect()
 }
 
 fn invert(args: InvertArgs) -> Result<(), String> {
@@ -116,7 +113,7 @@ fn invert(args: InvertArgs) -> Result<(), String> {
     let z0 = pipeline.encode(&image);
     let inversion = pollster::block_on(pipeline.invert(z0.clone(), &settings, &mut |ph, p| bars.observe(ph, p)))
         .map_err(|e| e.to_string())?;
-    let (seed, reports) = (inversion.seed, inversion.reports);
+    let (seed, reports) = (inversion.seed.clone(), &inversion.reports);
     bars.finish();
     let diverged: Vec<usize> = reports.iter().filter(|r| r.diverged()).map(|r| r.timestep).collect();
     if !diverged.is_empty() {
@@ -127,22 +124,8 @@ fn invert(args: InvertArgs) -> Result<(), String> {
     }
 
     let shape: [usize; 4] = seed.dims();
-    let values = pollster::block_on(read(seed.clone())).map_err(|e| e.to_string())?;
-    let info = SeedInfo {
-        prompt: args.prompt.clone(),
-        steps: args.steps,
-        guidance: args.guidance,
-        method: match args.method {
-            MethodChoice::Ddim => "ddim".into(),
-            MethodChoice::Fpi => "fpi".into(),
-        },
-        iterations: method.iterations(),
-        tolerance: if args.method == MethodChoice::Fpi { args.tolerance } else { None },
-        adjust: args.adjust,
-        size: args.size,
-        model: args.common.model.display().to_string(),
-        fpi_version: env!("CARGO_PKG_VERSION").into(),
-    };
+    let values = pollster::block_on(read(seed)).map_err(|e| e.to_string())?;
+    let info = settings.seed_info(args.size, &args.common.model.display().to_string());
     write_latents(&args.output, values, shape, info)?;
     let evaluations: usize = reports.iter().map(|r| r.iterations).sum();
     if !args.common.quiet {
@@ -158,23 +141,17 @@ fn invert(args: InvertArgs) -> Result<(), String> {
     }
 
     if let Some(out) = &args.reconstruct {
-        let latents = pollster::block_on(pipeline.sample(seed, &args.prompt, args.steps, args.guidance, &mut |ph, p| {
+        let check = pollster::block_on(pipeline.reconstruct(&inversion, z0, &image, &settings, &mut |ph, p| {
             bars.observe(ph, p)
         }))
         .map_err(|e| e.to_string())?;
         bars.finish();
-        let latent_error = relative_error(
-            &pollster::block_on(read(latents.clone())).map_err(|e| e.to_string())?,
-            &pollster::block_on(read(inversion.start)).map_err(|e| e.to_string())?,
-        );
-        let reconstruction = pollster::block_on(pipeline.decode(latents)).map_err(|e| e.to_string())?;
-        let vae_only = pollster::block_on(pipeline.decode(z0)).map_err(|e| e.to_string())?;
-        write_png(out, &reconstruction)?;
-        let original = pixels(&image);
+        write_png(out, &check.image)?;
         println!(
-            "PSNR {:.2} dB (VAE bound {:.2} dB), latent error {latent_error:.3e}: {}",
-            psnr(&pixels(&reconstruction), &original, 255.0),
-            psnr(&pixels(&vae_only), &original, 255.0),
+            "PSNR {:.2} dB (VAE bound {:.2} dB), latent error {:.3e}: {}",
+            check.psnr,
+            check.vae_psnr,
+            check.latent_error,
             out.display()
         );
     }

@@ -1,4 +1,4 @@
-//! Progress bars: one per phase, showing the step, the iteration and the residual.
+//! Progress bars: one per phase, showing the step, the iteration and the residual; one per model part loading.
 
 use std::ops::ControlFlow;
 
@@ -6,15 +6,20 @@ use fpi_core::solver::Progress;
 use fpi_pipeline::Phase;
 use indicatif::{ProgressBar, ProgressStyle};
 
-/// A bar per phase (adjust, invert, sample), or nothing with `--quiet`.
+/// A bar per phase (adjust, invert, sample) and per model part while loading, or nothing with `--quiet`.
 pub struct Bars {
     quiet: bool,
     current: Option<(Phase, ProgressBar)>,
+    loading: Option<ProgressBar>,
 }
 
 impl Bars {
     pub fn new(quiet: bool) -> Self {
-        Self { quiet, current: None }
+        Self {
+            quiet,
+            current: None,
+            loading: None,
+        }
     }
 
     /// The observer to hand the pipeline.
@@ -44,6 +49,28 @@ impl Bars {
         };
         bar.set_message(message);
         ControlFlow::Continue(())
+    }
+
+    /// The load observer to hand `Pipeline::load`: a byte bar per model part.
+    pub fn load(&mut self, part: &str, done: u64, total: u64) {
+        if self.quiet {
+            return;
+        }
+        if done == 0 {
+            let bar = ProgressBar::new(total);
+            let style = ProgressStyle::with_template("{prefix:>12} [{bar:30}] {bytes}/{total_bytes} ({elapsed})")
+                .expect("valid template")
+                .progress_chars("=> ");
+            bar.set_style(style);
+            bar.set_prefix(part.to_owned());
+            self.loading = Some(bar);
+        }
+        if let Some(bar) = &self.loading {
+            bar.set_position(done);
+            if done == total {
+                bar.finish();
+            }
+        }
     }
 
     /// Ends the current bar.

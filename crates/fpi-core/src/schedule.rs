@@ -47,7 +47,12 @@ impl SchedulerConfig {
     /// Reads and checks a `scheduler_config.json`.
     pub fn from_file(path: &Path) -> Result<Self, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let config: Self = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and checks the text of a `scheduler_config.json` (read from `path`, named in messages).
+    pub fn parse(text: &str, path: &Path) -> Result<Self, String> {
+        let config: Self = serde_json::from_str(text).map_err(|e| format!("{}: {e}", path.display()))?;
         config.validate().map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(config)
     }

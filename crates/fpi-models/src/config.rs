@@ -238,18 +238,19 @@ pub fn check_unet_options(json: &serde_json::Value) -> std::result::Result<(), S
     Ok(())
 }
 
-/// Reads a JSON config file; `validate` checks the values the models rely on, `check_raw` the raw JSON.
-pub fn read_config<T: DeserializeOwned>(
+/// Parses the JSON config `text` (read from `path`); `validate` checks the values the models rely on, `check_raw`
+/// the raw JSON.
+pub fn parse_config<T: DeserializeOwned>(
+    text: &str,
     path: &Path,
     check_raw: impl Fn(&serde_json::Value) -> std::result::Result<(), String>,
     validate: impl Fn(&T) -> std::result::Result<(), String>,
 ) -> Result<T> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     let bad = |message: String| Error::Config {
         path: path.to_owned(),
         message,
     };
-    let raw: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    let raw: serde_json::Value = serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
     check_raw(&raw).map_err(bad)?;
     let config: T = serde_json::from_value(raw).map_err(|e| Error::Config {
         path: path.to_owned(),

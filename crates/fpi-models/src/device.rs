@@ -3,6 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+#[cfg(not(target_family = "wasm"))]
 use burn::tensor::Device;
 
 /// A backend the user can ask for.
@@ -41,26 +42,17 @@ impl fmt::Display for Backend {
 
 impl Backend {
     /// Opens the backend's device. wgpu fails with a message when no adapter exists.
+    #[cfg(not(target_family = "wasm"))]
     pub fn device(self) -> Result<Device, String> {
         match self {
             #[allow(deprecated)]
             Backend::NdArray => Ok(Device::ndarray()),
             Backend::Flex => Ok(Device::flex()),
-            Backend::Wgpu => open_wgpu(),
+            Backend::Wgpu => Device::wgpu_options()
+                .init()
+                .map_err(|e| format!("no usable wgpu adapter: {e}")),
         }
     }
-}
-
-#[cfg(not(target_family = "wasm"))]
-fn open_wgpu() -> Result<Device, String> {
-    Device::wgpu_options()
-        .init()
-        .map_err(|e| format!("no usable wgpu adapter: {e}"))
-}
-
-#[cfg(target_family = "wasm")]
-fn open_wgpu() -> Result<Device, String> {
-    Err("on the web, open the device with Device::wgpu_options().init_async()".into())
 }
 
 /// A wgpu adapter as `fpi info` shows it.

@@ -1,6 +1,6 @@
 //! Errors of loading and running the models: each names the file and, for weights, the key and shapes.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// What went wrong while loading a model folder.
 #[derive(Debug, thiserror::Error)]
@@ -56,7 +56,8 @@ pub enum Error {
 }
 
 impl Error {
-    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
+    #[cfg(not(target_family = "wasm"))]
+    pub(crate) fn io(path: &std::path::Path, source: std::io::Error) -> Self {
         Error::Io {
             path: path.to_owned(),
             source,

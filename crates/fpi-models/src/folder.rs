@@ -1,16 +1,17 @@
 //! A diffusers model folder (`unet/`, `vae/`, `text_encoder/`, `tokenizer/`, `scheduler/`) and how each part loads.
 
-use std::path::{Path, PathBuf};
-
 use burn::tensor::Device;
 
 use crate::clip::{ClipTextModel, TokenTable};
-use crate::config::{ClipConfig, UNetConfig, VaeConfig, check_unet_options, read_config};
+use crate::config::{ClipConfig, UNetConfig, VaeConfig, check_unet_options, parse_config};
 use crate::error::{Error, Result};
 use crate::tokenizer::ClipTokenizer;
 use crate::unet::UNet2DConditionModel;
 use crate::vae::AutoencoderKL;
-use crate::weights::{KeyMap, find_weights, load_module, read_header};
+#[cfg(not(target_family = "wasm"))]
+use crate::source::Directory;
+use crate::source::ModelSource;
+use crate::weights::{CHUNK_BYTES, KeyMap, find_weights, load_module, read_header};
 
 /// diffusers' names for what burn's modules call otherwise.
 const UNET_KEYS: &[(&str, &str)] = &[
@@ -37,15 +38,21 @@ const CLIP_KEYS: &[(&str, &str)] = &[
 ];
 const TOKEN_TABLE: &str = "embeddings.token_embedding.weight";
 
-/// A diffusers-layout Stable Diffusion folder.
+/// A diffusers-layout Stable Diffusion folder, read through a [`ModelSource`].
 #[derive(Debug, Clone)]
-pub struct ModelFolder {
-    pub root: PathBuf,
+pub struct ModelFolder<S> {
+    pub source: S,
+    /// Weight bytes read and handed to the device at a time ([`CHUNK_BYTES`] unless changed).
+    pub chunk_bytes: u64,
 }
 
-impl ModelFolder {
-    /// Opens `root`; the parts are read when loaded.
-    pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
+/// Progress of a load: the part (`unet`, `vae`, `text_encoder`), its weight bytes loaded so far and in all.
+pub type LoadProgress<'a> = dyn FnMut(&str, u64, u64) + 'a;
+
+#[cfg(not(target_family = "wasm"))]
+impl ModelFolder<Directory> {
+    /// Opens the folder `root` on disk; the parts are read when loaded.
+    pub fn open(root: impl Into<std::path::PathBuf>) -> Result<Self> {
         let root = root.into();
         if !root.is_dir() {
             return Err(Error::MissingFile(format!(
@@ -53,38 +60,66 @@ impl ModelFolder {
                 root.display()
             )));
         }
-        Ok(Self { root })
+        Ok(Self::new(Directory { root }))
     }
+}
 
-    fn part(&self, name: &str) -> Result<PathBuf> {
-        let dir = self.root.join(name);
-        if dir.is_dir() {
-            Ok(dir)
-        } else {
-            Err(Error::MissingFile(format!("{}: missing (a model folder needs {name}/)", dir.display())))
+impl<S: ModelSource> ModelFolder<S> {
+    /// A folder whose files come from `source`.
+    pub fn new(source: S) -> Self {
+        Self {
+            source,
+            chunk_bytes: CHUNK_BYTES,
         }
     }
 
+    /// `name` (a part's folder) when the folder has it.
+    fn part<'n>(&self, name: &'n str) -> Result<&'n str> {
+        if self.source.exists(name) {
+            Ok(name)
+        } else {
+            Err(Error::MissingFile(format!(
+                "{}: missing (a model folder needs {name}/)",
+                self.source.display(name).display()
+            )))
+        }
+    }
+
+    async fn config<T: serde::de::DeserializeOwned>(
+        &self,
+        part: &str,
+        file: &str,
+        check_raw: impl Fn(&serde_json::Value) -> std::result::Result<(), String>,
+        validate: impl Fn(&T) -> std::result::Result<(), String>,
+    ) -> Result<T> {
+        let path = format!("{}/{file}", self.part(part)?);
+        if !self.source.exists(&path) {
+            return Err(Error::MissingFile(format!("{}: not found", self.source.display(&path).display())));
+        }
+        let text = self.source.read_text(&path).await?;
+        parse_config(&text, &self.source.display(&path), check_raw, validate)
+    }
+
     /// The UNet's config.
-    pub fn unet_config(&self) -> Result<UNetConfig> {
-        read_config(&self.part("unet")?.join("config.json"), check_unet_options, UNetConfig::validate)
+    pub async fn unet_config(&self) -> Result<UNetConfig> {
+        self.config("unet", "config.json", check_unet_options, UNetConfig::validate).await
     }
 
     /// The VAE's config.
-    pub fn vae_config(&self) -> Result<VaeConfig> {
-        read_config(&self.part("vae")?.join("config.json"), |_| Ok(()), VaeConfig::validate)
+    pub async fn vae_config(&self) -> Result<VaeConfig> {
+        self.config("vae", "config.json", |_| Ok(()), VaeConfig::validate).await
     }
 
     /// The text encoder's config.
-    pub fn clip_config(&self) -> Result<ClipConfig> {
-        read_config(&self.part("text_encoder")?.join("config.json"), |_| Ok(()), ClipConfig::validate)
+    pub async fn clip_config(&self) -> Result<ClipConfig> {
+        self.config("text_encoder", "config.json", |_| Ok(()), ClipConfig::validate).await
     }
 
     /// Checks that the parts fit together: the UNet reads the VAE's latents and CLIP's states, CLIP takes
     /// the tokenizer's 77 tokens.
-    pub fn check_parts(&self) -> Result<()> {
-        let (unet, vae, clip) = (self.unet_config()?, self.vae_config()?, self.clip_config()?);
-        let mismatch = |message: String| Err(Error::Config { path: self.root.clone(), message });
+    pub async fn check_parts(&self) -> Result<()> {
+        let (unet, vae, clip) = (self.unet_config().await?, self.vae_config().await?, self.clip_config().await?);
+        let mismatch = |message: String| Err(Error::Config { path: self.source.display(""), message });
         if unet.in_channels != vae.latent_channels || unet.out_channels != vae.latent_channels {
             return mismatch(format!(
                 "the UNet takes {} and gives {} channels but the VAE's latents have {}",
@@ -103,42 +138,112 @@ impl ModelFolder {
         Ok(())
     }
 
-    /// The scheduler config's path (read by the inversion core).
-    pub fn scheduler_config(&self) -> Result<PathBuf> {
-        Ok(self.part("scheduler")?.join("scheduler_config.json"))
+    /// The text of `scheduler/scheduler_config.json` (parsed by the inversion core) and its path for messages.
+    pub async fn scheduler_config(&self) -> Result<(String, std::path::PathBuf)> {
+        let path = format!("{}/scheduler_config.json", self.part("scheduler")?);
+        Ok((self.source.read_text(&path).await?, self.source.display(&path)))
     }
 
     /// The UNet with its weights on `device`.
-    pub fn load_unet(&self, device: &Device) -> Result<UNet2DConditionModel> {
-        let config = self.unet_config()?;
-        let weights = find_weights(&self.part("unet")?, &["diffusion_pytorch_model"])?;
+    pub async fn load_unet(&self, device: &Device, progress: &mut LoadProgress<'_>) -> Result<UNet2DConditionModel> {
+        let config = self.unet_config().await?;
+        let weights = find_weights(&self.source, self.part("unet")?, &["diffusion_pytorch_model"])?;
         let mut unet = UNet2DConditionModel::new(&config, device);
-        load_module(&mut unet, &weights, &key_map(UNET_KEYS, &[]))?;
+        let keys = key_map(UNET_KEYS, &[]);
+        load_module(&mut unet, &self.source, &weights, &keys, self.chunk_bytes, &mut |done, total| progress("unet", done, total)).await?;
         Ok(unet)
     }
 
     /// The VAE with its weights on `device`.
-    pub fn load_vae(&self, device: &Device) -> Result<AutoencoderKL> {
-        let config = self.vae_config()?;
-        let weights = find_weights(&self.part("vae")?, &["diffusion_pytorch_model"])?;
+    pub async fn load_vae(&self, device: &Device, progress: &mut LoadProgress<'_>) -> Result<AutoencoderKL> {
+        let config = self.vae_config().await?;
+        let weights = find_weights(&self.source, self.part("vae")?, &["diffusion_pytorch_model"])?;
         let mut vae = AutoencoderKL::new(&config, device);
-        load_module(&mut vae, &weights, &key_map(VAE_KEYS, &[]))?;
+        let keys = key_map(VAE_KEYS, &[]);
+        load_module(&mut vae, &self.source, &weights, &keys, self.chunk_bytes, &mut |done, total| progress("vae", done, total)).await?;
         Ok(vae)
     }
 
     /// The text encoder: its token table in host memory, the rest on `device`.
-    pub fn load_clip(&self, device: &Device) -> Result<ClipTextModel> {
-        let config = self.clip_config()?;
-        let weights = find_weights(&self.part("text_encoder")?, &["model"])?;
-        let table = read_token_table(&weights, &config)?;
+    pub async fn load_clip(&self, device: &Device, progress: &mut LoadProgress<'_>) -> Result<ClipTextModel> {
+        let config = self.clip_config().await?;
+        let weights = find_weights(&self.source, self.part("text_encoder")?, &["model"])?;
+        let table = self.read_token_table(&weights, &config).await?;
         let mut clip = ClipTextModel::new(&config, table, device);
-        load_module(&mut clip, &weights, &key_map(CLIP_KEYS, &[TOKEN_TABLE, "embeddings.position_ids"]))?;
+        let keys = key_map(CLIP_KEYS, &[TOKEN_TABLE, "embeddings.position_ids"]);
+        let mut progress = |done, total| progress("text_encoder", done, total);
+        load_module(&mut clip, &self.source, &weights, &keys, self.chunk_bytes, &mut progress).await?;
         Ok(clip)
     }
 
-    /// The tokenizer.
-    pub fn load_tokenizer(&self) -> Result<ClipTokenizer> {
-        ClipTokenizer::from_dir(&self.part("tokenizer")?)
+    /// The tokenizer: `tokenizer/tokenizer.json` when present, else `vocab.json` + `merges.txt`.
+    pub async fn load_tokenizer(&self) -> Result<ClipTokenizer> {
+        let dir = self.part("tokenizer")?;
+        let json = format!("{dir}/tokenizer.json");
+        if self.source.exists(&json) {
+            let bytes = self.source.read_all(&json).await?;
+            return ClipTokenizer::from_tokenizer_json(&bytes, &self.source.display(&json));
+        }
+        let (vocab, merges) = (format!("{dir}/vocab.json"), format!("{dir}/merges.txt"));
+        for path in [&vocab, &merges] {
+            if !self.source.exists(path) {
+                return Err(Error::MissingFile(format!(
+                    "{}: not found (a tokenizer folder needs tokenizer.json, or vocab.json and merges.txt)",
+                    self.source.display(path).display()
+                )));
+            }
+        }
+        let vocab_text = self.source.read_text(&vocab).await?;
+        let merges_text = self.source.read_text(&merges).await?;
+        ClipTokenizer::from_vocab_merges(&vocab_text, &merges_text, &self.source.display(&vocab))
+    }
+
+    /// Reads CLIP's token embedding table (f32, f16 or bf16 in the file) into host memory as f32.
+    async fn read_token_table(&self, path: &str, config: &ClipConfig) -> Result<TokenTable> {
+        let shown = self.source.display(path);
+        let header = read_header(&self.source, path).await?;
+        let (key, info) = header
+            .tensors
+            .iter()
+            .find(|(k, _)| k.strip_prefix("text_model.").unwrap_or(k) == TOKEN_TABLE)
+            .ok_or_else(|| Error::MissingTensor {
+                path: shown.clone(),
+                key: TOKEN_TABLE.into(),
+                expected: vec![config.vocab_size, config.hidden_size],
+            })?;
+        let expected = vec![config.vocab_size, config.hidden_size];
+        if info.shape != expected {
+            return Err(Error::ShapeMismatch {
+                path: shown,
+                key: key.clone(),
+                expected,
+                found: info.shape.clone(),
+            });
+        }
+        let [start, end] = info.data_offsets;
+        let bytes = self.source.read(path, header.data_start + start..header.data_start + end).await?;
+        let rows = match info.dtype.as_str() {
+            "F32" => bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect(),
+            "F16" => bytes
+                .chunks_exact(2)
+                .map(|b| burn::tensor::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            "BF16" => bytes
+                .chunks_exact(2)
+                .map(|b| burn::tensor::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            other => {
+                return Err(Error::UnsupportedDtype {
+                    path: shown,
+                    key: key.clone(),
+                    dtype: other.into(),
+                });
+            }
+        };
+        Ok(TokenTable {
+            rows,
+            dim: config.hidden_size,
+        })
     }
 }
 
@@ -147,58 +252,4 @@ fn key_map(rules: &[(&'static str, &'static str)], ignored: &[&'static str]) -> 
         rules: rules.to_vec(),
         ignored: ignored.to_vec(),
     }
-}
-
-/// Reads CLIP's token embedding table (f32, f16 or bf16 in the file) into host memory as f32.
-fn read_token_table(path: &Path, config: &ClipConfig) -> Result<TokenTable> {
-    use std::io::{Read, Seek, SeekFrom};
-
-    let header = read_header(path)?;
-    let (key, info) = header
-        .iter()
-        .find(|(k, _)| k.strip_prefix("text_model.").unwrap_or(k) == TOKEN_TABLE)
-        .ok_or_else(|| Error::MissingTensor {
-            path: path.to_owned(),
-            key: TOKEN_TABLE.into(),
-            expected: vec![config.vocab_size, config.hidden_size],
-        })?;
-    let expected = vec![config.vocab_size, config.hidden_size];
-    if info.shape != expected {
-        return Err(Error::ShapeMismatch {
-            path: path.to_owned(),
-            key: key.clone(),
-            expected,
-            found: info.shape.clone(),
-        });
-    }
-    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut len = [0u8; 8];
-    file.read_exact(&mut len).map_err(|e| Error::io(path, e))?;
-    let [start, end] = info.data_offsets;
-    file.seek(SeekFrom::Start(8 + u64::from_le_bytes(len) + start))
-        .map_err(|e| Error::io(path, e))?;
-    let mut bytes = vec![0u8; (end - start) as usize];
-    file.read_exact(&mut bytes).map_err(|e| Error::io(path, e))?;
-    let rows = match info.dtype.as_str() {
-        "F32" => bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect(),
-        "F16" => bytes
-            .chunks_exact(2)
-            .map(|b| burn::tensor::f16::from_le_bytes([b[0], b[1]]).to_f32())
-            .collect(),
-        "BF16" => bytes
-            .chunks_exact(2)
-            .map(|b| burn::tensor::bf16::from_le_bytes([b[0], b[1]]).to_f32())
-            .collect(),
-        other => {
-            return Err(Error::UnsupportedDtype {
-                path: path.to_owned(),
-                key: key.clone(),
-                dtype: other.into(),
-            });
-        }
-    };
-    Ok(TokenTable {
-        rows,
-        dim: config.hidden_size,
-    })
 }

@@ -4,7 +4,8 @@
 //! - [`unet::UNet2DConditionModel`]: ε(latents, timestep, text states).
 //! - [`vae::AutoencoderKL`]: images ↔ latents.
 //! - [`tokenizer::ClipTokenizer`]: prompts → 77 token ids.
-//! - [`folder::ModelFolder`]: reads configs and weights of each part, with errors that name file, key and shapes.
+//! - [`folder::ModelFolder`]: reads configs and weights of each part, with errors that name file, key and shapes,
+//!   from a [`source::ModelSource`]: a directory on disk, or the files a web page was given.
 //!
 //! No tensor on the device exceeds 128 MiB at SD1.5 size: CLIP's token table stays on the host, attention runs
 //! in blocks of query rows, and the VAE holds its large feature maps as bands of rows ([`feature_map::Bands`]).
@@ -17,6 +18,7 @@ pub mod error;
 pub mod feature_map;
 pub mod folder;
 pub mod resnet;
+pub mod source;
 pub mod tokenizer;
 pub mod transformer;
 pub mod unet;

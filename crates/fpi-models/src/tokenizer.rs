@@ -1,8 +1,9 @@
 //! SD1.5's CLIP tokenizer: byte-level BPE with `</w>` word ends, lower-cased, padded to 77 tokens.
 
+use std::collections::HashMap;
 use std::path::Path;
 
-use tokenizers::models::bpe::BPE;
+use tokenizers::models::bpe::{BPE, Vocab};
 use tokenizers::normalizers::replace::ReplacePattern;
 use tokenizers::normalizers::{Lowercase, NFC, Replace, Sequence as Normalizers};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
@@ -35,45 +36,42 @@ pub struct ClipTokenizer {
 }
 
 impl ClipTokenizer {
-    /// Reads a `tokenizer/` folder: `tokenizer.json` when present, else `vocab.json` + `merges.txt`.
-    pub fn from_dir(dir: &Path) -> Result<Self> {
-        let json = dir.join("tokenizer.json");
-        if json.exists() {
-            return Self::from_tokenizer_json(&json);
-        }
-        Self::from_vocab_merges(&dir.join("vocab.json"), &dir.join("merges.txt"))
-    }
-
-    /// Reads a `tokenizer.json` written by the `tokenizers` library.
-    pub fn from_tokenizer_json(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        let inner = Tokenizer::from_bytes(&bytes).map_err(|e| tokenizer_error(path, e))?;
+    /// Reads the bytes of a `tokenizer.json` written by the `tokenizers` library (`path` names it in messages).
+    pub fn from_tokenizer_json(bytes: &[u8], path: &Path) -> Result<Self> {
+        let inner = Tokenizer::from_bytes(bytes).map_err(|e| tokenizer_error(path, e))?;
         Self::new(inner, path)
     }
 
-    /// Builds CLIP's tokenizer from its vocabulary and merge list (the files of SD1.5's `tokenizer/` folder).
-    pub fn from_vocab_merges(vocab: &Path, merges: &Path) -> Result<Self> {
-        for path in [vocab, merges] {
-            if !path.exists() {
-                return Err(Error::MissingFile(format!(
-                    "{}: not found (a tokenizer folder needs tokenizer.json, or vocab.json and merges.txt)",
-                    path.display()
-                )));
+    /// Builds CLIP's tokenizer from the texts of its vocabulary (`vocab.json`, read from `path`) and merge list
+    /// (`merges.txt`): the files of SD1.5's `tokenizer/` folder.
+    pub fn from_vocab_merges(vocab: &str, merges: &str, path: &Path) -> Result<Self> {
+        let vocab: HashMap<String, u32> = serde_json::from_str(vocab).map_err(|e| tokenizer_error(path, e))?;
+        let mut pairs = Vec::new();
+        for (line, text) in merges.lines().enumerate().filter(|(_, l)| !l.starts_with("#version") && !l.is_empty()) {
+            match text.split_once(' ') {
+                Some((a, b)) if !b.contains(' ') => pairs.push((a.to_owned(), b.to_owned())),
+                _ => {
+                    return Err(tokenizer_error(
+                        &path.with_file_name("merges.txt"),
+                        format!("line {} is not a pair of tokens: {text:?}", line + 1),
+                    ));
+                }
             }
         }
-        let bpe = BPE::from_file(&vocab.to_string_lossy(), &merges.to_string_lossy())
+        let bpe = BPE::builder()
+            .vocab_and_merges(vocab.into_iter().collect::<Vocab>(), pairs)
             .unk_token(END.into())
             .continuing_subword_prefix(String::new())
             .end_of_word_suffix("</w>".into())
             .build()
-            .map_err(|e| tokenizer_error(vocab, e))?;
+            .map_err(|e| tokenizer_error(path, e))?;
         let mut inner = Tokenizer::new(bpe);
-        let whitespace = Replace::new(ReplacePattern::Regex(r"\s+".into()), " ").map_err(|e| tokenizer_error(vocab, e))?;
+        let whitespace = Replace::new(ReplacePattern::Regex(r"\s+".into()), " ").map_err(|e| tokenizer_error(path, e))?;
         inner.with_normalizer(Some(Normalizers::new(vec![NFC.into(), whitespace.into(), Lowercase.into()])));
         let words = Split::new(SplitPattern::Regex(CLIP_WORDS.into()), SplitDelimiterBehavior::Removed, true)
-            .map_err(|e| tokenizer_error(vocab, e))?;
+            .map_err(|e| tokenizer_error(path, e))?;
         inner.with_pre_tokenizer(Some(PreTokenizers::new(vec![words.into(), ByteLevel::new(false, true, true).into()])));
-        Self::new(inner, vocab)
+        Self::new(inner, path)
     }
 
     fn new(mut inner: Tokenizer, path: &Path) -> Result<Self> {

@@ -4,10 +4,14 @@ use std::ops::ControlFlow;
 
 use burn::tensor::{Device, Tensor, TensorData};
 use fpi_core::adjust::adjust;
+use fpi_core::metrics::{psnr, relative_error};
 use fpi_core::predictor::{Guided, NoisePredictor};
 use fpi_core::schedule::{DdimSchedule, SchedulerConfig};
+use fpi_core::seed::SeedInfo;
 use fpi_core::solver::{self, Method, Observer, Progress, RunError, StepReport};
 use fpi_models::ModelFolder;
+use fpi_models::folder::LoadProgress;
+use fpi_models::source::ModelSource;
 use fpi_models::clip::ClipTextModel;
 use fpi_models::tokenizer::ClipTokenizer;
 use fpi_models::unet::UNet2DConditionModel;
@@ -85,6 +89,40 @@ impl InvertSettings {
     }
 }
 
+impl InvertSettings {
+    /// The seed file's record of these settings, for an image of side `size` and the model named `model`.
+    pub fn seed_info(&self, size: usize, model: &str) -> SeedInfo {
+        let (method, tolerance) = match self.method {
+            Method::Ddim => ("ddim", None),
+            Method::FixedPoint { tolerance, .. } => ("fpi", tolerance),
+        };
+        SeedInfo {
+            prompt: self.prompt.clone(),
+            steps: self.steps,
+            guidance: self.guidance,
+            method: method.into(),
+            iterations: self.method.iterations(),
+            tolerance,
+            adjust: self.adjust,
+            size,
+            model: model.into(),
+            fpi_version: env!("CARGO_PKG_VERSION").into(),
+        }
+    }
+}
+
+/// How well a seed regenerates the image it was inverted from.
+pub struct Reconstruction {
+    /// The image DDIM sampling makes from the seed.
+    pub image: Rgb,
+    /// PSNR (dB) of `image` against the inverted image.
+    pub psnr: f64,
+    /// PSNR of the VAE alone (encode then decode): the most any seed can reach.
+    pub vae_psnr: f64,
+    /// ‖sampled latents − inverted latents‖ / ‖inverted latents‖.
+    pub latent_error: f64,
+}
+
 /// Guidance must be finite and at least 1 (below 1 diffusers turns guidance off, so seeds would not transfer).
 pub fn check_guidance(guidance: f64) -> Result<(), String> {
     if guidance.is_finite() && guidance >= 1.0 {
@@ -125,16 +163,21 @@ impl NoisePredictor for Predictor<'_> {
 }
 
 impl Pipeline {
-    /// Loads every part of a diffusers folder onto `device`.
-    pub fn load(folder: &ModelFolder, device: Device) -> Result<Self, PipelineError> {
-        folder.check_parts()?;
-        let scheduler = SchedulerConfig::from_file(&folder.scheduler_config()?).map_err(PipelineError::Invalid)?;
-        let vae_factor = folder.vae_config()?.downsampling_factor();
+    /// Loads every part of a diffusers folder onto `device`; `progress` hears each part's weight bytes.
+    pub async fn load<S: ModelSource>(
+        folder: &ModelFolder<S>,
+        device: Device,
+        progress: &mut LoadProgress<'_>,
+    ) -> Result<Self, PipelineError> {
+        folder.check_parts().await?;
+        let (text, path) = folder.scheduler_config().await?;
+        let scheduler = SchedulerConfig::parse(&text, &path).map_err(PipelineError::Invalid)?;
+        let vae_factor = folder.vae_config().await?.downsampling_factor();
         Ok(Self {
-            tokenizer: folder.load_tokenizer()?,
-            clip: folder.load_clip(&device)?,
-            unet: folder.load_unet(&device)?,
-            vae: folder.load_vae(&device)?,
+            tokenizer: folder.load_tokenizer().await?,
+            clip: folder.load_clip(&device, progress).await?,
+            unet: folder.load_unet(&device, progress).await?,
+            vae: folder.load_vae(&device, progress).await?,
             scheduler,
             vae_factor,
             device,
@@ -251,6 +294,31 @@ impl Pipeline {
         let schedule = self.schedule(steps)?;
         let mut on_sample = |p: &Progress| observer(Phase::Sample, p);
         Ok(solver::sample(&predictor, &schedule, seed, steps, &mut on_sample).await?)
+    }
+
+    /// Samples an inversion's seed back with its settings and compares the result with `original`, the image whose
+    /// latents `z0` were inverted.
+    pub async fn reconstruct(
+        &self,
+        inversion: &Inversion,
+        z0: Tensor<4>,
+        original: &Rgb,
+        settings: &InvertSettings,
+        observer: &mut dyn FnMut(Phase, &Progress) -> ControlFlow<()>,
+    ) -> Result<Reconstruction, PipelineError> {
+        let (prompt, steps, guidance) = (&settings.prompt, settings.steps, settings.guidance);
+        let latents = self.sample(inversion.seed.clone(), prompt, steps, guidance, observer).await?;
+        let latent_error = relative_error(&read(latents.clone()).await?, &read(inversion.start.clone()).await?);
+        let image = self.decode(latents).await?;
+        let vae_only = self.decode(z0).await?;
+        let pixels = |image: &Rgb| image.as_raw().iter().map(|&v| v as f32).collect::<Vec<_>>();
+        let original = pixels(original);
+        Ok(Reconstruction {
+            psnr: psnr(&pixels(&image), &original, 255.0),
+            vae_psnr: psnr(&pixels(&vae_only), &original, 255.0),
+            latent_error,
+            image,
+        })
     }
 
     /// A tensor of latents from host values `[1, C, h, w]`.

@@ -1,0 +1,70 @@
+//! A model folder made of browser `Blob`s (files the user picked, or responses from the cache), read in ranges.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::path::PathBuf;
+
+use fpi_models::source::ModelSource;
+use fpi_models::{Error, Result};
+use js_sys::{Map, Uint8Array};
+use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen_futures::JsFuture;
+use web_sys::Blob;
+
+/// Files by their path relative to the model folder (`unet/config.json`).
+pub struct BlobFiles {
+    files: HashMap<String, Blob>,
+}
+
+impl BlobFiles {
+    /// Takes a JS `Map` of path → `Blob` (a `File` is a `Blob`); entries of other types are an error.
+    pub fn from_map(map: &Map) -> std::result::Result<Self, String> {
+        let mut files = HashMap::new();
+        for entry in map.entries() {
+            let pair: js_sys::Array = entry.map_err(describe)?.unchecked_into();
+            let path = pair.get(0).as_string().ok_or("a file map's keys must be paths (strings)")?;
+            let blob = pair.get(1).dyn_into::<Blob>().map_err(|_| format!("{path}: not a File or Blob"))?;
+            files.insert(path.trim_start_matches('/').to_owned(), blob);
+        }
+        Ok(Self { files })
+    }
+
+    fn blob(&self, path: &str) -> Result<&Blob> {
+        self.files
+            .get(path)
+            .ok_or_else(|| Error::MissingFile(format!("{path}: not among the model's files")))
+    }
+}
+
+impl ModelSource for BlobFiles {
+    fn display(&self, path: &str) -> PathBuf {
+        PathBuf::from(path)
+    }
+
+    fn exists(&self, path: &str) -> bool {
+        let folder = format!("{}/", path.trim_end_matches('/'));
+        self.files.contains_key(path) || self.files.keys().any(|k| k.starts_with(&folder))
+    }
+
+    fn len(&self, path: &str) -> Result<u64> {
+        Ok(self.blob(path)?.size() as u64)
+    }
+
+    async fn read(&self, path: &str, range: Range<u64>) -> Result<Vec<u8>> {
+        let failed = |e: JsValue| Error::Io {
+            path: path.into(),
+            source: std::io::Error::other(describe(e)),
+        };
+        let part = self.blob(path)?.slice_with_f64_and_f64(range.start as f64, range.end as f64).map_err(failed)?;
+        let buffer = JsFuture::from(part.array_buffer()).await.map_err(failed)?;
+        Ok(Uint8Array::new(&buffer).to_vec())
+    }
+}
+
+/// A JS exception's message.
+pub fn describe(e: JsValue) -> String {
+    match e.dyn_ref::<js_sys::Error>() {
+        Some(error) => String::from(error.message()),
+        None => e.as_string().unwrap_or_else(|| format!("{e:?}")),
+    }
+}

@@ -1,0 +1,90 @@
+//! In headless Chromium on WebGPU: the tiny fixture model loads from Blobs and inverts the browser case
+//! (`tests/fixtures/web-case.json`) to the seed and PSNR the native build recorded (`reference/web-case.*`).
+//! Run: `cargo test --release --target wasm32-unknown-unknown -p fpi-web` (runner and browser: README, "Tests").
+#![cfg(target_family = "wasm")]
+
+use fpi_core::metrics::relative_error;
+use fpi_core::seed::Seed;
+use fpi_web::Model;
+use js_sys::{Array, Function, Map, Uint8Array};
+use wasm_bindgen::JsValue;
+use wasm_bindgen_test::*;
+use web_sys::Blob;
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+macro_rules! fixture {
+    ($path:literal) => {
+        include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/", $path)).as_slice()
+    };
+}
+
+/// The tiny model's files by their path in the folder.
+const TINY_MODEL: &[(&str, &[u8])] = &[
+    ("unet/config.json", fixture!("tiny-sd/unet/config.json")),
+    ("unet/diffusion_pytorch_model.safetensors", fixture!("tiny-sd/unet/diffusion_pytorch_model.safetensors")),
+    ("vae/config.json", fixture!("tiny-sd/vae/config.json")),
+    ("vae/diffusion_pytorch_model.safetensors", fixture!("tiny-sd/vae/diffusion_pytorch_model.safetensors")),
+    ("text_encoder/config.json", fixture!("tiny-sd/text_encoder/config.json")),
+    ("text_encoder/model.fp16.safetensors", fixture!("tiny-sd/text_encoder/model.fp16.safetensors")),
+    ("tokenizer/vocab.json", fixture!("tiny-sd/tokenizer/vocab.json")),
+    ("tokenizer/merges.txt", fixture!("tiny-sd/tokenizer/merges.txt")),
+    ("scheduler/scheduler_config.json", fixture!("tiny-sd/scheduler/scheduler_config.json")),
+];
+const CASE: &str = include_str!("../../../tests/fixtures/web-case.json");
+const PHOTO: &[u8] = fixture!("photos/camera.png");
+const REFERENCE_SEED: &[u8] = fixture!("reference/web-case.safetensors");
+const REFERENCE_RESULTS: &str = include_str!("../../../tests/fixtures/reference/web-case.json");
+
+fn blob(bytes: &[u8]) -> Blob {
+    Blob::new_with_u8_array_sequence(&Array::of1(&Uint8Array::from(bytes))).unwrap()
+}
+
+fn files(skip: Option<&str>) -> Map {
+    let map = Map::new();
+    for (path, bytes) in TINY_MODEL.iter().filter(|(p, _)| Some(*p) != skip) {
+        map.set(&JsValue::from(*path), &blob(bytes));
+    }
+    map
+}
+
+async fn load(skip: Option<&str>) -> Result<Model, String> {
+    Model::load(files(skip), "tiny-sd".into(), None).await.map_err(|e| format!("{:?}", JsValue::from(e)))
+}
+
+fn case() -> serde_json::Value {
+    serde_json::from_str(CASE).unwrap()
+}
+
+fn settings() -> JsValue {
+    js_sys::JSON::parse(CASE).unwrap()
+}
+
+#[wasm_bindgen_test]
+async fn inverts_the_browser_case_as_the_native_build_does() {
+    let model = load(None).await.unwrap();
+    let inversion = model.invert(PHOTO.to_vec(), settings(), None).await.map_err(JsValue::from).unwrap();
+    let (seed, reference) = (Seed::from_bytes(&inversion.seed()).unwrap(), Seed::from_bytes(REFERENCE_SEED).unwrap());
+    assert_eq!(seed.shape, reference.shape);
+    assert_eq!(seed.info.prompt, case()["prompt"].as_str().unwrap());
+    let err = relative_error(&seed.latents, &reference.latents);
+    assert!(err <= 1e-4, "browser seed differs from native by {err:.2e}");
+    let results: serde_json::Value = serde_json::from_str(REFERENCE_RESULTS).unwrap();
+    let psnr = results["psnr"].as_f64().unwrap();
+    assert!((inversion.psnr() - psnr).abs() <= 0.05, "PSNR {:.3} dB in the browser, {psnr:.3} dB native", inversion.psnr());
+    web_sys::console::log_1(&format!("browser vs native: seed {err:.2e}, PSNR {:.3} / {psnr:.3} dB", inversion.psnr()).into());
+}
+
+#[wasm_bindgen_test]
+async fn returning_false_from_the_progress_callback_cancels() {
+    let model = load(None).await.unwrap();
+    let stop = Function::new_no_args("return false;");
+    let err = model.invert(PHOTO.to_vec(), settings(), Some(stop)).await.err().expect("cancelled");
+    assert_eq!(format!("{:?}", JsValue::from(err)).contains("cancelled"), true);
+}
+
+#[wasm_bindgen_test]
+async fn a_missing_file_is_named() {
+    let err = load(Some("unet/diffusion_pytorch_model.safetensors")).await.err().expect("loading must fail");
+    assert!(err.contains("unet") && err.contains("no weights file"), "{err}");
+}

@@ -1,0 +1,325 @@
+#!/usr/bin/env node
+// The web page, end to end in headless Chromium (WebGPU on SwiftShader where there is no GPU):
+//
+//   node tests/web/page.mjs [SITE]        (SITE, or $FPI_SITE, default target/site: what web/build.sh made)
+//
+// It serves SITE (and tests/fixtures/tiny-sd under /fixtures/tiny-sd/) from a small built-in server, then
+//   1. loads the tiny model from its URL twice, with a page reload between: downloaded, then read from the
+//      browser's cache ($FPI_WEB_SKIP_URL=1 skips this);
+//   2. loads it from its nine files picked as loose files (#model-files), which the page must place in the
+//      diffusers layout by name and content ($FPI_WEB_SKIP_FILES=1 skips this);
+//   3. loads it again by picking its folder (#model-folder), inverts the case in tests/fixtures/web-case.json,
+//      downloads the seed and checks it and the PSNR against the native run in tests/fixtures/reference/
+//      (web-case.safetensors: relative L2 ≤ 1e-4; web-case.json's psnr: within 0.05 dB), and the seed's metadata
+//      against the case.
+// Exit code 0 is a pass. Outputs in target/web-test/: seed.safetensors, finished.png (or failed.png).
+// Environment: FPI_CHROMIUM (default /usr/bin/chromium), FPI_WEB_TIMEOUT_S (the inversion's limit, default 600),
+// FPI_WEB_REFERENCE (the folder of web-case.safetensors and web-case.json, default tests/fixtures/reference).
+
+import fs from 'node:fs';
+import http from 'node:http';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const site = path.resolve(process.argv[2] ?? process.env.FPI_SITE ?? path.join(root, 'target/site'));
+const fixtures = path.join(root, 'tests/fixtures');
+const referenceDir = path.resolve(process.env.FPI_WEB_REFERENCE ?? path.join(fixtures, 'reference'));
+const outDir = path.join(root, 'target/web-test');
+const chromiumPath = process.env.FPI_CHROMIUM ?? '/usr/bin/chromium';
+const invertTimeout = Number(process.env.FPI_WEB_TIMEOUT_S ?? 600) * 1000;
+const loadTimeout = 300_000;
+
+const MAX_SEED_ERROR = 1e-4;
+const MAX_PSNR_DIFF = 0.05;
+
+const t0 = Date.now();
+const log = (text) => console.log(`[${((Date.now() - t0) / 1000).toFixed(1).padStart(6)} s] ${text}`);
+
+class Failure extends Error {}
+const check = (ok, message) => {
+  if (!ok) throw new Failure(message);
+};
+
+// -------------------------------------------------------------------------------------------------------------
+// A static file server: SITE at /, the tiny model at /fixtures/tiny-sd/.
+
+const MIME = {
+  '.html': 'text/html; charset=utf-8',
+  '.js': 'text/javascript; charset=utf-8',
+  '.mjs': 'text/javascript; charset=utf-8',
+  '.css': 'text/css; charset=utf-8',
+  '.wasm': 'application/wasm',
+  '.json': 'application/json',
+  '.png': 'image/png',
+  '.jpg': 'image/jpeg',
+  '.txt': 'text/plain; charset=utf-8',
+  '.safetensors': 'application/octet-stream',
+};
+
+function serve() {
+  const mounts = [
+    ['/fixtures/tiny-sd/', path.join(fixtures, 'tiny-sd')],
+    ['/', site],
+  ];
+  const server = http.createServer((req, res) => {
+    const urlPath = decodeURIComponent(new URL(req.url, 'http://x').pathname);
+    const [prefix, dir] = mounts.find(([p]) => urlPath.startsWith(p));
+    let file = path.join(dir, urlPath.slice(prefix.length));
+    if (!file.startsWith(dir)) return res.writeHead(403).end();
+    if (urlPath.endsWith('/')) file = path.join(file, 'index.html');
+    fs.stat(file, (err, stat) => {
+      if (err || !stat.isFile()) return res.writeHead(404, { 'content-type': 'text/plain' }).end('not found');
+      res.writeHead(200, {
+        'content-type': MIME[path.extname(file)] ?? 'application/octet-stream',
+        'content-length': stat.size,
+        'cache-control': 'no-store',
+      });
+      if (req.method === 'HEAD') return res.end();
+      fs.createReadStream(file).pipe(res);
+    });
+  });
+  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(server)));
+}
+
+// -------------------------------------------------------------------------------------------------------------
+// Seed files
+
+/// A safetensors file's tensor 'latents' (F32) and metadata.
+function readSeed(file) {
+  const buf = fs.readFileSync(file);
+  check(buf.length >= 8, `${file}: too short for safetensors`);
+  const n = Number(buf.readBigUInt64LE(0));
+  check(8 + n <= buf.length, `${file}: header length ${n} runs past the end (${buf.length} bytes)`);
+  const header = JSON.parse(buf.subarray(8, 8 + n).toString('utf8'));
+  const tensor = header.latents;
+  const names = Object.keys(header).filter((k) => k !== '__metadata__');
+  check(tensor, `${file}: no tensor 'latents' (tensors: ${names.join(', ') || 'none'})`);
+  check(tensor.dtype === 'F32', `${file}: 'latents' is ${tensor.dtype}, not F32`);
+  const count = tensor.shape.reduce((a, b) => a * b, 1);
+  const [begin, end] = tensor.data_offsets;
+  const bytes = buf.subarray(8 + n + begin, 8 + n + end);
+  check(bytes.length === count * 4, `${file}: 'latents' has ${bytes.length} bytes for shape [${tensor.shape}]`);
+  const values = new Float32Array(count);
+  for (let i = 0; i < count; i += 1) values[i] = bytes.readFloatLE(4 * i);
+  return { shape: tensor.shape, values, meta: header.__metadata__ ?? {} };
+}
+
+/// ‖a − b‖ / ‖b‖.
+function relativeError(a, b) {
+  let diff = 0;
+  let norm = 0;
+  for (let i = 0; i < b.length; i += 1) {
+    diff += (a[i] - b[i]) ** 2;
+    norm += b[i] ** 2;
+  }
+  return Math.sqrt(diff) / Math.sqrt(norm);
+}
+
+// -------------------------------------------------------------------------------------------------------------
+// The page
+
+/// Opens (or reloads) the page and waits for its WebGPU check; fails when WebGPU is missing.
+async function openPage(page, url) {
+  await page.goto(url);
+  await page.waitForFunction(() => document.body.dataset.webgpu !== 'checking', null, { timeout: 60_000 });
+  const state = await pageState(page);
+  if (state.webgpu === 'missing') {
+    const reason = await page.textContent('#webgpu-reason');
+    throw new Failure(`the page says WebGPU is missing: ${reason} (Chromium needs --enable-unsafe-webgpu)`);
+  }
+  // The wasm module may still be starting: wait for the worker's answer.
+  await page.waitForFunction(
+    () => !document.getElementById('model-folder').disabled || document.getElementById('status').className === 'error',
+    null,
+    { timeout: 60_000 },
+  );
+  const ready = await pageState(page);
+  check(ready.statusKind !== 'error', `the page did not get ready: ${ready.status}`);
+}
+
+async function pageState(page) {
+  return page.evaluate(() => ({
+    webgpu: document.body.dataset.webgpu,
+    model: document.body.dataset.model,
+    run: document.body.dataset.run,
+    status: document.getElementById('status').textContent,
+    statusKind: document.getElementById('status').className,
+    progress: document.getElementById('progress-text').textContent,
+  }));
+}
+
+/// Waits until the model loaded (or failing, says why).
+async function waitModel(page) {
+  await page.waitForFunction(
+    () => ['loaded', 'failed'].includes(document.body.dataset.model) || document.getElementById('status').className === 'error',
+    null,
+    { timeout: loadTimeout },
+  );
+  const state = await pageState(page);
+  check(state.model === 'loaded', `the model did not load: ${state.status}`);
+  return page.evaluate(() => ({ ...document.getElementById('model-info').dataset, text: document.getElementById('model-info').textContent }));
+}
+
+/// Loads the tiny model by URL, reloads, loads it again: the second time every file must come from the cache.
+async function checkUrlLoading(page, origin) {
+  const load = async () => {
+    await page.fill('#model-url', `${origin}/fixtures/tiny-sd/`);
+    await page.click('#load-url');
+    return waitModel(page);
+  };
+  const first = await load();
+  log(`URL load: ${first.text}`);
+  check(Number(first.downloaded) > 0 && Number(first.cached) === 0, `a fresh profile should download: ${first.text}`);
+  await openPage(page, origin + '/');
+  const second = await load();
+  log(`URL load after a reload: ${second.text}`);
+  check(Number(second.downloaded) === 0 && Number(second.cached) === Number(first.downloaded),
+    `after a reload every file should come from the cache: ${second.text}`);
+}
+
+/// The tiny model's files that Model.load needs, as tests/fixtures/tiny-sd holds them.
+const TINY_FILES = [
+  'unet/config.json', 'unet/diffusion_pytorch_model.safetensors', 'vae/config.json',
+  'vae/diffusion_pytorch_model.safetensors', 'text_encoder/config.json', 'text_encoder/model.fp16.safetensors',
+  'tokenizer/vocab.json', 'tokenizer/merges.txt', 'scheduler/scheduler_config.json',
+];
+
+/// Loads the tiny model from its files picked without their folders: the page places them by name and content.
+async function checkFilesLoading(page) {
+  const start = Date.now();
+  await page.setInputFiles('#model-files', TINY_FILES.map((rel) => path.join(fixtures, 'tiny-sd', rel)));
+  const info = await waitModel(page);
+  log(`files load: ${info.text} (${((Date.now() - start) / 1000).toFixed(1)} s)`);
+  check(info.text.includes(`${TINY_FILES.length} files`), `the model should come from ${TINY_FILES.length} files: ${info.text}`);
+}
+
+async function main() {
+  for (const file of ['index.html', 'app.js', 'worker.js', 'pkg/fpi_web.js']) {
+    check(fs.existsSync(path.join(site, file)), `${path.join(site, file)} is missing: build the site with bash web/build.sh`);
+  }
+  const testCase = JSON.parse(fs.readFileSync(path.join(fixtures, 'web-case.json'), 'utf8'));
+  fs.mkdirSync(outDir, { recursive: true });
+  for (const old of ['seed.safetensors', 'finished.png', 'failed.png']) fs.rmSync(path.join(outDir, old), { force: true });
+
+  const server = await serve();
+  const origin = `http://127.0.0.1:${server.address().port}`;
+  log(`serving ${site} at ${origin}`);
+  const browser = await chromium.launch({
+    executablePath: chromiumPath,
+    args: [
+      '--headless=new', '--no-sandbox', '--enable-unsafe-webgpu', '--disable-background-networking',
+      '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic',
+    ],
+  });
+  const page = await browser.newPage({ viewport: { width: 1100, height: 900 } });
+  // Errors from the page and its worker, and failed requests, are shown as they happen.
+  page.on('console', (msg) => {
+    if (msg.type() === 'error') log(`console error: ${msg.text()}`);
+  });
+  page.on('pageerror', (error) => log(`page error: ${error.message}`));
+  page.on('response', (response) => {
+    // The page probes alternatives under /fixtures/ (fp16 weights first, then f32): 404s there are expected.
+    if (response.status() >= 400 && !response.url().includes('/fixtures/')) log(`HTTP ${response.status()} for ${response.url()}`);
+  });
+
+  try {
+    await openPage(page, origin + '/');
+    log('WebGPU ok');
+    if (process.env.FPI_WEB_SKIP_URL !== '1') {
+      await checkUrlLoading(page, origin);
+      await openPage(page, origin + '/');
+    }
+    if (process.env.FPI_WEB_SKIP_FILES !== '1') {
+      await checkFilesLoading(page);
+      await openPage(page, origin + '/');
+    }
+
+    // The model by picking its folder.
+    const loadStart = Date.now();
+    await page.setInputFiles('#model-folder', path.join(fixtures, 'tiny-sd'));
+    const info = await waitModel(page);
+    const loadSeconds = (Date.now() - loadStart) / 1000;
+    log(`folder load: ${info.text} (${loadSeconds.toFixed(1)} s)`);
+
+    // The case's photo and settings.
+    await page.setInputFiles('#image', path.join(fixtures, testCase.image));
+    await page.fill('#prompt', testCase.prompt);
+    await page.selectOption('#method', testCase.method);
+    for (const id of ['size', 'steps', 'iterations', 'guidance', 'adjust']) await page.fill(`#${id}`, String(testCase[id]));
+
+    const invertStart = Date.now();
+    await page.click('#invert');
+    let state = await pageState(page);
+    let shown = '';
+    let lastShown = 0;
+    while (state.run === 'running' && state.statusKind !== 'error') {
+      check(Date.now() - invertStart < invertTimeout, `no result after ${invertTimeout / 1000} s: ${state.progress}`);
+      if (state.progress !== shown && Date.now() - lastShown > 15_000) {
+        log(`progress: ${state.progress}`);
+        [shown, lastShown] = [state.progress, Date.now()];
+      }
+      await page.waitForTimeout(500);
+      state = await pageState(page);
+    }
+    const invertSeconds = (Date.now() - invertStart) / 1000;
+    check(state.run === 'done', `the inversion did not finish: ${state.status}`);
+    const psnrText = await page.textContent('#psnr');
+    const metrics = await page.textContent('#metrics');
+    log(`${psnrText}; ${metrics}`);
+    const psnr = Number(psnrText.match(/-?\d+(\.\d+)?/)?.[0]);
+    check(Number.isFinite(psnr), `no PSNR in '${psnrText}'`);
+
+    // The seed, downloaded as a user would.
+    const [download] = await Promise.all([page.waitForEvent('download'), page.click('#download-seed')]);
+    const stem = path.basename(testCase.image).replace(/\.[^.]*$/, '');
+    check(download.suggestedFilename() === `${stem}.seed.safetensors`,
+      `the seed downloads as ${download.suggestedFilename()}, not ${stem}.seed.safetensors`);
+    const seedFile = path.join(outDir, 'seed.safetensors');
+    await download.saveAs(seedFile);
+    await page.evaluate(() => window.scrollTo(0, 0)); // the status line is sticky: show it in its place
+    await page.screenshot({ path: path.join(outDir, 'finished.png'), fullPage: true });
+    log(`saved ${path.relative(root, seedFile)} and target/web-test/finished.png`);
+
+    // Against the case and the native run.
+    const seed = readSeed(seedFile);
+    check(seed.meta.prompt === testCase.prompt, `the seed's prompt is '${seed.meta.prompt}', not '${testCase.prompt}'`);
+    for (const key of ['size', 'steps', 'iterations', 'guidance', 'adjust']) {
+      if (key in seed.meta) check(Number(seed.meta[key]) === testCase[key], `the seed's ${key} is ${seed.meta[key]}, not ${testCase[key]}`);
+    }
+    if ('method' in seed.meta) check(seed.meta.method === testCase.method, `the seed's method is ${seed.meta.method}`);
+    const refSeedFile = path.join(referenceDir, 'web-case.safetensors');
+    const refJsonFile = path.join(referenceDir, 'web-case.json');
+    for (const file of [refSeedFile, refJsonFile]) check(fs.existsSync(file), `${path.relative(root, file)} is missing (the native run of the case)`);
+    const reference = readSeed(refSeedFile);
+    check(JSON.stringify(seed.shape) === JSON.stringify(reference.shape),
+      `the seed's shape is [${seed.shape}], the reference's [${reference.shape}]`);
+    const error = relativeError(seed.values, reference.values);
+    const refPsnr = JSON.parse(fs.readFileSync(refJsonFile, 'utf8')).psnr;
+    console.log(
+      `\nweb page: PSNR ${psnr.toFixed(2)} dB (native ${refPsnr.toFixed(2)} dB), seed [${seed.shape}] ` +
+        `relative error ${error.toExponential(2)} vs native; model load ${loadSeconds.toFixed(1)} s, ` +
+        `inversion ${invertSeconds.toFixed(1)} s, all ${((Date.now() - t0) / 1000).toFixed(1)} s`,
+    );
+    check(error <= MAX_SEED_ERROR, `the seed differs from the native one by ${error.toExponential(2)} (limit ${MAX_SEED_ERROR})`);
+    check(Math.abs(psnr - refPsnr) <= MAX_PSNR_DIFF, `PSNR ${psnr} dB differs from the native ${refPsnr} dB by more than ${MAX_PSNR_DIFF}`);
+    console.log('PASS');
+  } catch (e) {
+    await page.evaluate(() => window.scrollTo(0, 0)).catch(() => {});
+    await page.screenshot({ path: path.join(outDir, 'failed.png'), fullPage: true }).catch(() => {});
+    throw e;
+  } finally {
+    await browser.close();
+    server.close();
+  }
+}
+
+main().then(
+  () => process.exit(0),
+  (e) => {
+    const shot = fs.existsSync(path.join(outDir, 'failed.png')) ? ' (screenshot: target/web-test/failed.png)' : '';
+    console.log(`FAIL: ${e instanceof Failure ? e.message : e.stack ?? e}${shot}`);
+    process.exit(1);
+  },
+);

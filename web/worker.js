@@ -1,0 +1,157 @@
+// The worker: holds the wasm module and the Model, and does all the heavy work, so the page stays responsive.
+//
+// Protocol (postMessage, one object per message):
+//   page → worker
+//     { type: 'load-files', files: Map<path, File>, name }   load a picked or dropped model folder
+//     { type: 'load-url', base }                            fetch a model (via Cache Storage), then load it
+//     { type: 'invert', image: ArrayBuffer, settings }      invert a photo (settings as in Model.invert)
+//     { type: 'cancel' }                                    stop the running inversion after its current step
+//   worker → page
+//     { type: 'hello', gpu: { ok, reason, detail, adapter }, wasm: { ok, error } }   once, at start
+//     { type: 'load-status', text, done, total }            download and load progress
+//     { type: 'loaded', name, adapter, sizeStep, source: { files, cached, downloaded, bytes } }
+//     { type: 'progress', phase, step, steps, iteration, iterations, residual, timestep }   (as the model
+//       reports them: step counts from 0, iteration from 1; iterations may be undefined)
+//     { type: 'result', seed, original, reconstruction (ArrayBuffers), psnr, vaePsnr, latentError,
+//       evaluations, seconds }
+//     { type: 'cancelled' }
+//     { type: 'error', op, message }                        op: the request that failed; message: one line
+//
+// Requests run one at a time in arrival order; 'cancel' jumps the queue. The cancel flag is read by the
+// on_progress callback, which the model calls after each UNet evaluation: returning false makes invert() reject
+// with 'cancelled'.
+
+import { fetchModel, formatBytes } from './model-files.js';
+
+let wasm = null; // the wasm-bindgen module, once initialised
+let model = null; // the loaded Model
+let cancel = false;
+
+const post = (message, transfer = []) => self.postMessage(message, transfer);
+
+/// An error as one line of text (wasm errors may be Error objects, strings or anything else).
+function oneLine(e) {
+  let text = e instanceof Error ? e.message : String(e);
+  if (e instanceof WebAssembly.RuntimeError) text = `the wasm module crashed (${text}); reload the page`;
+  return text.replace(/\s+/g, ' ').trim() || 'unknown error';
+}
+
+/// Is WebGPU usable here, in the worker, where the model runs? Workers can lack it where the page has it.
+async function probeGpu() {
+  if (!self.isSecureContext) return { ok: false, reason: 'insecure' };
+  if (!navigator.gpu) return { ok: false, reason: 'no-api' };
+  try {
+    const adapter = await navigator.gpu.requestAdapter();
+    if (!adapter) return { ok: false, reason: 'no-adapter' };
+    const info = adapter.info ?? {};
+    return { ok: true, adapter: [info.vendor, info.architecture, info.description].filter(Boolean).join(' ') };
+  } catch (e) {
+    return { ok: false, reason: 'no-adapter', detail: oneLine(e) };
+  }
+}
+
+/// Imports and initialises the wasm module (imported dynamically, so that a missing build is an error message
+/// instead of a worker that silently fails to start).
+async function startWasm() {
+  try {
+    wasm = await import('./pkg/fpi_web.js');
+    await wasm.default();
+    return { ok: true };
+  } catch (e) {
+    wasm = null;
+    return { ok: false, error: `could not load the wasm module pkg/fpi_web.js: ${oneLine(e)}` };
+  }
+}
+
+const started = Promise.all([probeGpu(), startWasm()]).then(([gpu, wasmState]) => post({ type: 'hello', gpu, wasm: wasmState }));
+
+/// Loads the model from a Map<path, Blob>, replacing the one loaded before.
+async function load(files, name, source) {
+  if (!wasm) throw new Error('the wasm module is not loaded');
+  model?.free?.();
+  model = null;
+  let last = 0;
+  const onStatus = (text, done, total) => {
+    // Forward at most every 50 ms, and always the end of a part.
+    const now = Date.now();
+    if (now - last < 50 && done < total) return;
+    last = now;
+    const what = /^loading\b/i.test(text) ? text : `loading ${text}`;
+    const of = total ? `: ${formatBytes(done)} of ${formatBytes(total)}` : '';
+    post({ type: 'load-status', text: `${what}${of}`, done, total });
+  };
+  model = await wasm.Model.load(files, name, onStatus); // name: recorded in seed files' metadata
+  post({ type: 'loaded', name, adapter: model.adapter, sizeStep: model.size_step, source });
+}
+
+/// Inverts one photo and sends the result back.
+async function invert(image, settings) {
+  if (!model) throw new Error('no model is loaded');
+  cancel = false;
+  const start = performance.now();
+  const onProgress = (p) => {
+    // Copy the fields: p may be a wasm-bindgen object, which does not survive postMessage.
+    const { phase, step, steps, iteration, iterations, residual, timestep } = p;
+    post({ type: 'progress', phase, step, steps, iteration, iterations, residual, timestep });
+    return !cancel;
+  };
+  let inv;
+  try {
+    inv = await model.invert(new Uint8Array(image), settings, onProgress);
+  } catch (e) {
+    if (cancel && /cancelled/.test(oneLine(e))) return post({ type: 'cancelled' });
+    throw e;
+  }
+  try {
+    // slice(): own copies, never views of wasm memory, so transferring them cannot detach that memory.
+    const [seed, original, reconstruction] = [inv.seed, inv.original, inv.reconstruction].map((a) => a.slice().buffer);
+    const result = {
+      type: 'result',
+      seed,
+      original,
+      reconstruction,
+      psnr: inv.psnr,
+      vaePsnr: inv.vae_psnr,
+      latentError: inv.latent_error,
+      evaluations: inv.evaluations,
+      seconds: (performance.now() - start) / 1000,
+    };
+    post(result, [seed, original, reconstruction]);
+  } finally {
+    inv.free?.();
+  }
+}
+
+async function handle(message) {
+  await started;
+  switch (message.type) {
+    case 'load-files':
+      return load(message.files, message.name, { files: message.files.size, cached: 0, downloaded: 0 });
+    case 'load-url': {
+      const report = (text, done, total) => post({ type: 'load-status', text, done, total });
+      const fetched = await fetchModel(message.base, report);
+      const name = message.base.split('/').filter(Boolean).filter((p) => !['resolve', 'main'].includes(p)).pop();
+      const { files, ...counts } = fetched;
+      return load(files, name, { files: files.size, ...counts });
+    }
+    case 'invert':
+      return invert(message.image, message.settings);
+    default:
+      throw new Error(`unknown request ${message.type}`);
+  }
+}
+
+// One request at a time; a failure is reported and does not stop the queue.
+let queue = Promise.resolve();
+self.onmessage = ({ data }) => {
+  if (data.type === 'cancel') {
+    cancel = true;
+    return;
+  }
+  queue = queue
+    .then(() => handle(data))
+    .catch((e) => post({ type: 'error', op: data.type, message: oneLine(e) }));
+};
+
+// Anything that escapes the handlers still reaches the page's status line.
+self.addEventListener('unhandledrejection', (event) => post({ type: 'error', op: 'worker', message: oneLine(event.reason) }));
