@@ -265,6 +265,8 @@ fn the_browser_case_matches_its_native_reference() {
         steps: usize,
         method: String,
         iterations: usize,
+        #[serde(default)]
+        tolerance: Option<f64>,
         guidance: f64,
         adjust: usize,
     }
@@ -274,8 +276,9 @@ fn the_browser_case_matches_its_native_reference() {
         steps: case.steps,
         guidance: case.guidance,
         method: match case.method.as_str() {
-            "fpi" => fpi(case.iterations),
-            _ => Method::Ddim,
+            "fpi" => Method::FixedPoint { iterations: case.iterations, tolerance: case.tolerance },
+            "ddim" => Method::Ddim,
+            other => panic!("web-case.json: unknown method {other:?}"),
         },
         adjust: case.adjust,
     };
@@ -286,7 +289,7 @@ fn the_browser_case_matches_its_native_reference() {
     let z0 = pipeline.encode(&image);
     let mut observe = |_: fpi_pipeline::pipeline::Phase, _: &fpi_core::solver::Progress| ControlFlow::Continue(());
     let inversion = pollster::block_on(pipeline.invert(z0.clone(), &settings, &mut observe)).unwrap();
-    let check = pollster::block_on(pipeline.reconstruct(&inversion, z0, &image, &settings, &mut observe)).unwrap();
+    let check = pollster::block_on(pipeline.check_reconstruction(&inversion, z0, &image, &settings, &mut observe)).unwrap();
     let seed = fpi_core::seed::Seed {
         latents: values(inversion.seed.clone()),
         shape: inversion.seed.dims(),

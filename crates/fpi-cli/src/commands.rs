@@ -141,7 +141,7 @@ fn invert(args: InvertArgs) -> Result<(), String> {
     }
 
     if let Some(out) = &args.reconstruct {
-        let check = pollster::block_on(pipeline.reconstruct(&inversion, z0, &image, &settings, &mut |ph, p| {
+        let check = pollster::block_on(pipeline.check_reconstruction(&inversion, z0, &image, &settings, &mut |ph, p| {
             bars.observe(ph, p)
         }))
         .map_err(|e| e.to_string())?;

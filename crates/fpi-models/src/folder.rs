@@ -85,34 +85,39 @@ impl<S: ModelSource> ModelFolder<S> {
         }
     }
 
+    /// The text of the file `file` of the part `part`, and its path for messages.
+    async fn part_text(&self, part: &str, file: &str) -> Result<(String, std::path::PathBuf)> {
+        let path = format!("{}/{file}", self.part(part)?);
+        let shown = self.source.display(&path);
+        if !self.source.exists(&path) {
+            return Err(Error::MissingFile(format!("{}: not found", shown.display())));
+        }
+        Ok((self.source.read_text(&path).await?, shown))
+    }
+
     async fn config<T: serde::de::DeserializeOwned>(
         &self,
         part: &str,
-        file: &str,
         check_raw: impl Fn(&serde_json::Value) -> std::result::Result<(), String>,
         validate: impl Fn(&T) -> std::result::Result<(), String>,
     ) -> Result<T> {
-        let path = format!("{}/{file}", self.part(part)?);
-        if !self.source.exists(&path) {
-            return Err(Error::MissingFile(format!("{}: not found", self.source.display(&path).display())));
-        }
-        let text = self.source.read_text(&path).await?;
-        parse_config(&text, &self.source.display(&path), check_raw, validate)
+        let (text, path) = self.part_text(part, "config.json").await?;
+        parse_config(&text, &path, check_raw, validate)
     }
 
     /// The UNet's config.
     pub async fn unet_config(&self) -> Result<UNetConfig> {
-        self.config("unet", "config.json", check_unet_options, UNetConfig::validate).await
+        self.config("unet", check_unet_options, UNetConfig::validate).await
     }
 
     /// The VAE's config.
     pub async fn vae_config(&self) -> Result<VaeConfig> {
-        self.config("vae", "config.json", |_| Ok(()), VaeConfig::validate).await
+        self.config("vae", |_| Ok(()), VaeConfig::validate).await
     }
 
     /// The text encoder's config.
     pub async fn clip_config(&self) -> Result<ClipConfig> {
-        self.config("text_encoder", "config.json", |_| Ok(()), ClipConfig::validate).await
+        self.config("text_encoder", |_| Ok(()), ClipConfig::validate).await
     }
 
     /// Checks that the parts fit together: the UNet reads the VAE's latents and CLIP's states, CLIP takes
@@ -140,8 +145,7 @@ impl<S: ModelSource> ModelFolder<S> {
 
     /// The text of `scheduler/scheduler_config.json` (parsed by the inversion core) and its path for messages.
     pub async fn scheduler_config(&self) -> Result<(String, std::path::PathBuf)> {
-        let path = format!("{}/scheduler_config.json", self.part("scheduler")?);
-        Ok((self.source.read_text(&path).await?, self.source.display(&path)))
+        self.part_text("scheduler", "scheduler_config.json").await
     }
 
     /// The UNet with its weights on `device`.
@@ -150,7 +154,8 @@ impl<S: ModelSource> ModelFolder<S> {
         let weights = find_weights(&self.source, self.part("unet")?, &["diffusion_pytorch_model"])?;
         let mut unet = UNet2DConditionModel::new(&config, device);
         let keys = key_map(UNET_KEYS, &[]);
-        load_module(&mut unet, &self.source, &weights, &keys, self.chunk_bytes, &mut |done, total| progress("unet", done, total)).await?;
+        let mut progress = |done, total| progress("unet", done, total);
+        load_module(&mut unet, &self.source, &weights, &keys, self.chunk_bytes, &mut progress).await?;
         Ok(unet)
     }
 
@@ -160,7 +165,8 @@ impl<S: ModelSource> ModelFolder<S> {
         let weights = find_weights(&self.source, self.part("vae")?, &["diffusion_pytorch_model"])?;
         let mut vae = AutoencoderKL::new(&config, device);
         let keys = key_map(VAE_KEYS, &[]);
-        load_module(&mut vae, &self.source, &weights, &keys, self.chunk_bytes, &mut |done, total| progress("vae", done, total)).await?;
+        let mut progress = |done, total| progress("vae", done, total);
+        load_module(&mut vae, &self.source, &weights, &keys, self.chunk_bytes, &mut progress).await?;
         Ok(vae)
     }
 
@@ -193,9 +199,9 @@ impl<S: ModelSource> ModelFolder<S> {
                 )));
             }
         }
-        let vocab_text = self.source.read_text(&vocab).await?;
-        let merges_text = self.source.read_text(&merges).await?;
-        ClipTokenizer::from_vocab_merges(&vocab_text, &merges_text, &self.source.display(&vocab))
+        let (vocab_text, merges_text) = (self.source.read_text(&vocab).await?, self.source.read_text(&merges).await?);
+        let paths = [self.source.display(&vocab), self.source.display(&merges)];
+        ClipTokenizer::from_vocab_merges(&vocab_text, &merges_text, &paths)
     }
 
     /// Reads CLIP's token embedding table (f32, f16 or bf16 in the file) into host memory as f32.

@@ -42,19 +42,17 @@ impl ClipTokenizer {
         Self::new(inner, path)
     }
 
-    /// Builds CLIP's tokenizer from the texts of its vocabulary (`vocab.json`, read from `path`) and merge list
-    /// (`merges.txt`): the files of SD1.5's `tokenizer/` folder.
-    pub fn from_vocab_merges(vocab: &str, merges: &str, path: &Path) -> Result<Self> {
+    /// Builds CLIP's tokenizer from the texts of its vocabulary (`vocab.json`) and merge list (`merges.txt`), the
+    /// files of SD1.5's `tokenizer/` folder, read from `paths` (vocabulary, merges).
+    pub fn from_vocab_merges(vocab: &str, merges: &str, paths: &[std::path::PathBuf; 2]) -> Result<Self> {
+        let path = paths[0].as_path();
         let vocab: HashMap<String, u32> = serde_json::from_str(vocab).map_err(|e| tokenizer_error(path, e))?;
         let mut pairs = Vec::new();
         for (line, text) in merges.lines().enumerate().filter(|(_, l)| !l.starts_with("#version") && !l.is_empty()) {
             match text.split_once(' ') {
                 Some((a, b)) if !b.contains(' ') => pairs.push((a.to_owned(), b.to_owned())),
                 _ => {
-                    return Err(tokenizer_error(
-                        &path.with_file_name("merges.txt"),
-                        format!("line {} is not a pair of tokens: {text:?}", line + 1),
-                    ));
+                    return Err(tokenizer_error(&paths[1], format!("line {} is not a pair of tokens: {text:?}", line + 1)));
                 }
             }
         }

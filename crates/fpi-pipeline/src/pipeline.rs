@@ -10,9 +10,9 @@ use fpi_core::schedule::{DdimSchedule, SchedulerConfig};
 use fpi_core::seed::SeedInfo;
 use fpi_core::solver::{self, Method, Observer, Progress, RunError, StepReport};
 use fpi_models::ModelFolder;
+use fpi_models::clip::ClipTextModel;
 use fpi_models::folder::LoadProgress;
 use fpi_models::source::ModelSource;
-use fpi_models::clip::ClipTextModel;
 use fpi_models::tokenizer::ClipTokenizer;
 use fpi_models::unet::UNet2DConditionModel;
 use fpi_models::vae::AutoencoderKL;
@@ -87,9 +87,7 @@ impl InvertSettings {
         }
         Ok(())
     }
-}
 
-impl InvertSettings {
     /// The seed file's record of these settings, for an image of side `size` and the model named `model`.
     pub fn seed_info(&self, size: usize, model: &str) -> SeedInfo {
         let (method, tolerance) = match self.method {
@@ -298,7 +296,7 @@ impl Pipeline {
 
     /// Samples an inversion's seed back with its settings and compares the result with `original`, the image whose
     /// latents `z0` were inverted.
-    pub async fn reconstruct(
+    pub async fn check_reconstruction(
         &self,
         inversion: &Inversion,
         z0: Tensor<4>,

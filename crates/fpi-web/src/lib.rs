@@ -9,7 +9,6 @@ use std::cell::RefCell;
 use std::ops::ControlFlow;
 
 use burn::tensor::Device;
-use burn::tensor::wgpu::wgpu;
 use fpi_core::seed::Seed;
 use fpi_core::solver::{Method, Progress};
 use fpi_models::ModelFolder;
@@ -36,10 +35,8 @@ async fn device() -> Result<(Device, String), JsError> {
         .await
         .map_err(|e| JsError::new(&format!("no usable WebGPU adapter: {e}")))?;
     let info = setup.adapter.get_info();
-    let f16 = setup.adapter.features().contains(wgpu::Features::SHADER_F16);
     let name = if info.name.is_empty() { "WebGPU adapter".to_owned() } else { info.name };
-    let precision = if f16 { "shader-f16" } else { "no shader-f16: f32 weights" };
-    let adapter = format!("{name} ({:?}, {precision})", info.device_type);
+    let adapter = format!("{name} ({:?}; weights in f32)", info.device_type);
     DEVICE.with_borrow_mut(|d| *d = Some((device.clone(), adapter.clone())));
     Ok((device, adapter))
 }
@@ -203,7 +200,7 @@ impl Model {
             shape,
             info: settings.seed_info(raw.size, &self.name),
         };
-        let check = pipeline.reconstruct(&inversion, z0, &image, &settings, &mut observer).await.map_err(error)?;
+        let check = pipeline.check_reconstruction(&inversion, z0, &image, &settings, &mut observer).await.map_err(error)?;
         Ok(Inversion {
             seed: seed.to_bytes(),
             original: image_io::encode_png(&image),
