@@ -257,34 +257,12 @@ fn cancelling_stops_a_run() {
 /// tests compare the browser with native), and rewrites them when `FPI_WRITE_WEB_REFERENCE=1`.
 #[test]
 fn the_browser_case_matches_its_native_reference() {
-    #[derive(serde::Deserialize)]
-    struct Case {
-        image: String,
-        prompt: String,
-        size: usize,
-        steps: usize,
-        method: String,
-        iterations: usize,
-        #[serde(default)]
-        tolerance: Option<f64>,
-        guidance: f64,
-        adjust: usize,
-    }
-    let case: Case = serde_json::from_str(&std::fs::read_to_string(fixtures().join("web-case.json")).unwrap()).unwrap();
-    let settings = fpi_pipeline::InvertSettings {
-        prompt: case.prompt.clone(),
-        steps: case.steps,
-        guidance: case.guidance,
-        method: match case.method.as_str() {
-            "fpi" => Method::FixedPoint { iterations: case.iterations, tolerance: case.tolerance },
-            "ddim" => Method::Ddim,
-            other => panic!("web-case.json: unknown method {other:?}"),
-        },
-        adjust: case.adjust,
-    };
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixtures().join("web-case.json")).unwrap()).unwrap();
+    let case: fpi_pipeline::InvertRequest = serde_json::from_value(json.clone()).unwrap();
+    let settings = case.settings().unwrap();
     let pipeline = pollster::block_on(fpi_pipeline::Pipeline::load(&folder(&tiny_model()), device(), &mut |_, _, _| {}))
         .unwrap();
-    let bytes = std::fs::read(fixtures().join(&case.image)).unwrap();
+    let bytes = std::fs::read(fixtures().join(json["image"].as_str().unwrap())).unwrap();
     let image = fpi_pipeline::image_io::square(fpi_pipeline::image_io::decode(&bytes).unwrap(), case.size);
     let z0 = pipeline.encode(&image);
     let mut observe = |_: fpi_pipeline::pipeline::Phase, _: &fpi_core::solver::Progress| ControlFlow::Continue(());

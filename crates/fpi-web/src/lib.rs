@@ -10,12 +10,11 @@ use std::ops::ControlFlow;
 
 use burn::tensor::Device;
 use fpi_core::seed::Seed;
-use fpi_core::solver::{Method, Progress};
+use fpi_core::solver::Progress;
 use fpi_models::ModelFolder;
 use fpi_pipeline::pipeline::{Phase, read};
-use fpi_pipeline::{InvertSettings, Pipeline, image_io};
+use fpi_pipeline::{InvertRequest, Pipeline, image_io};
 use js_sys::{Function, Map, Object, Reflect};
-use serde::Deserialize;
 use wasm_bindgen::prelude::*;
 
 use crate::files::{BlobFiles, describe};
@@ -47,44 +46,6 @@ pub struct Model {
     pipeline: Pipeline,
     adapter: String,
     name: String,
-}
-
-/// Inversion settings as the page sends them.
-#[derive(Deserialize)]
-struct Settings {
-    prompt: String,
-    /// Image side in pixels.
-    size: usize,
-    steps: usize,
-    /// `fpi` or `ddim`.
-    method: String,
-    iterations: usize,
-    #[serde(default)]
-    tolerance: Option<f64>,
-    guidance: f64,
-    adjust: usize,
-}
-
-impl Settings {
-    fn invert_settings(&self) -> Result<InvertSettings, String> {
-        let method = match self.method.as_str() {
-            "fpi" => Method::FixedPoint {
-                iterations: self.iterations,
-                tolerance: self.tolerance,
-            },
-            "ddim" => Method::Ddim,
-            other => return Err(format!("unknown method {other:?} (expected fpi or ddim)")),
-        };
-        let settings = InvertSettings {
-            prompt: self.prompt.clone(),
-            steps: self.steps,
-            guidance: self.guidance,
-            method,
-            adjust: self.adjust,
-        };
-        settings.validate()?;
-        Ok(settings)
-    }
 }
 
 /// The result of [`Model::invert`].
@@ -185,8 +146,9 @@ impl Model {
         settings: JsValue,
         on_progress: Option<Function>,
     ) -> Result<Inversion, JsError> {
-        let raw: Settings = serde_wasm_bindgen::from_value(settings).map_err(|e| JsError::new(&format!("settings: {e}")))?;
-        let settings = raw.invert_settings().map_err(|e| JsError::new(&e))?;
+        let raw: InvertRequest =
+            serde_wasm_bindgen::from_value(settings).map_err(|e| JsError::new(&format!("settings: {e}")))?;
+        let settings = raw.settings().map_err(|e| JsError::new(&e))?;
         let pipeline = &self.pipeline;
         pipeline.check_size(raw.size).map_err(error)?;
         let image = image_io::square(image_io::decode(&image).map_err(|e| JsError::new(&e))?, raw.size);
