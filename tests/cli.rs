@@ -12,7 +12,12 @@ use fpi_core::seed::Seed;
 
 fn fpi(args: &[&str]) -> Output {
     let output = Command::new(env!("CARGO_BIN_EXE_fpi")).args(args).output().expect("fpi runs");
-    eprintln!("fpi {}\n{}{}", args.join(" "), String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    eprintln!(
+        "fpi {}\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
     output
 }
 
@@ -27,8 +32,7 @@ fn path(p: &Path) -> &str {
 /// What `fpi invert --reconstruct` prints: (PSNR, the VAE's PSNR bound, latent relative error).
 fn printed_quality(stdout: &str) -> (f64, f64, f64) {
     let line = stdout.lines().find(|l| l.starts_with("PSNR")).expect("a PSNR line");
-    let numbers: Vec<f64> =
-        line.split_whitespace().filter_map(|w| w.trim_end_matches(':').parse().ok()).collect();
+    let numbers: Vec<f64> = line.split_whitespace().filter_map(|w| w.trim_end_matches(':').parse().ok()).collect();
     (numbers[0], numbers[1], numbers[2])
 }
 
@@ -45,9 +49,34 @@ fn invert_then_reconstruct_a_photo() {
     let photo = fixtures().join("photos/astronaut.jpg");
     let device = device_name();
     let out = fpi(&[
-        "invert", "--model", path(&model), "--image", path(&photo), "--prompt", "a photograph of an astronaut",
-        "--steps", "20", "--method", "fpi", "--iterations", "8", "--guidance", "1", "--adjust", "1", "--size", "32",
-        "--device", &device, "--output", path(&seed), "--trace", path(&trace), "--reconstruct", path(&rec), "--quiet",
+        "invert",
+        "--model",
+        path(&model),
+        "--image",
+        path(&photo),
+        "--prompt",
+        "a photograph of an astronaut",
+        "--steps",
+        "20",
+        "--method",
+        "fpi",
+        "--iterations",
+        "8",
+        "--guidance",
+        "1",
+        "--adjust",
+        "1",
+        "--size",
+        "32",
+        "--device",
+        &device,
+        "--output",
+        path(&seed),
+        "--trace",
+        path(&trace),
+        "--reconstruct",
+        path(&rec),
+        "--quiet",
     ]);
     assert!(out.status.success());
 
@@ -72,7 +101,18 @@ fn invert_then_reconstruct_a_photo() {
     assert!(psnr > bound - 0.5, "PSNR {psnr} dB, VAE bound {bound} dB");
 
     // Reconstructing from the seed file with its stored settings gives the same image.
-    let out = fpi(&["reconstruct", "--model", path(&model), "--seed", path(&seed), "--device", &device, "--output", path(&rec2), "--quiet"]);
+    let out = fpi(&[
+        "reconstruct",
+        "--model",
+        path(&model),
+        "--seed",
+        path(&seed),
+        "--device",
+        &device,
+        "--output",
+        path(&rec2),
+        "--quiet",
+    ]);
     assert!(out.status.success());
     let (a, b) = (image_pixels(&rec), image_pixels(&rec2));
     let max_diff = a.iter().zip(&b).map(|(x, y)| x.abs_diff(*y)).max().unwrap();
@@ -92,9 +132,32 @@ fn fixed_point_inverts_more_exactly_than_ddim() {
     let latent_error = |method: &str, iterations: &str| {
         let (seed, rec) = (dir.path().join(format!("{method}.safetensors")), dir.path().join(format!("{method}.png")));
         let out = fpi(&[
-            "invert", "--model", path(&model), "--image", path(&photo), "--prompt", "a man with a camera", "--steps", "20",
-            "--method", method, "--iterations", iterations, "--guidance", "1", "--adjust", "0", "--size", "32",
-            "--device", &device, "--output", path(&seed), "--reconstruct", path(&rec), "--quiet",
+            "invert",
+            "--model",
+            path(&model),
+            "--image",
+            path(&photo),
+            "--prompt",
+            "a man with a camera",
+            "--steps",
+            "20",
+            "--method",
+            method,
+            "--iterations",
+            iterations,
+            "--guidance",
+            "1",
+            "--adjust",
+            "0",
+            "--size",
+            "32",
+            "--device",
+            &device,
+            "--output",
+            path(&seed),
+            "--reconstruct",
+            path(&rec),
+            "--quiet",
         ]);
         assert!(out.status.success());
         printed_quality(&String::from_utf8_lossy(&out.stdout)).2
@@ -117,8 +180,13 @@ fn bad_input_is_one_clear_error_and_leaves_outputs_alone() {
     // `fpi invert` with valid options, some replaced by `changes` (flag, value) pairs.
     let invert = |changes: &[&str]| {
         let mut options = vec![
-            ("--model", model.to_owned()), ("--image", photo.to_owned()), ("--prompt", "x".into()), ("--steps", "2".into()),
-            ("--size", "32".into()), ("--device", device.clone()), ("--output", out.to_owned()),
+            ("--model", model.to_owned()),
+            ("--image", photo.to_owned()),
+            ("--prompt", "x".into()),
+            ("--steps", "2".into()),
+            ("--size", "32".into()),
+            ("--device", device.clone()),
+            ("--output", out.to_owned()),
         ];
         for change in changes.chunks(2) {
             match options.iter_mut().find(|(flag, _)| *flag == change[0]) {
@@ -140,10 +208,25 @@ fn bad_input_is_one_clear_error_and_leaves_outputs_alone() {
         (invert(&["--guidance", "0.5"]), "--guidance"),
         (invert(&["--steps", "1000", "--adjust", "0"]), "past the 1000 training steps"),
         (invert(&["--adjust", "3"]), "--adjust 3 is more than --steps 2"),
-        (fpi(&["reconstruct", "--model", model, "--seed", path(&odd), "--device", &device, "--output", out, "--quiet"]),
-            "do not fit this model"),
-        (fpi(&["reconstruct", "--model", model, "--seed", photo, "--device", &device, "--output", out, "--quiet"]),
-            "not a safetensors file"),
+        (
+            fpi(&[
+                "reconstruct",
+                "--model",
+                model,
+                "--seed",
+                path(&odd),
+                "--device",
+                &device,
+                "--output",
+                out,
+                "--quiet",
+            ]),
+            "do not fit this model",
+        ),
+        (
+            fpi(&["reconstruct", "--model", model, "--seed", photo, "--device", &device, "--output", out, "--quiet"]),
+            "not a safetensors file",
+        ),
     ];
     for (out, needle) in cases {
         assert!(!out.status.success());

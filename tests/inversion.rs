@@ -52,10 +52,7 @@ struct Tiny {
 impl Tiny {
     fn load() -> Self {
         let device = device();
-        Self {
-            unet: load_unet(&folder(&tiny_model())).unwrap(),
-            context: refs().tensor("context", &device),
-        }
+        Self { unet: load_unet(&folder(&tiny_model())).unwrap(), context: refs().tensor("context", &device) }
     }
 
     fn with<R>(&self, guidance: f64, f: impl FnOnce(&dyn Fn(Tensor<4>, usize) -> Tensor<4>) -> R) -> R {
@@ -63,7 +60,8 @@ impl Tiny {
             let p = UNetPredictor { unet: &self.unet, context: self.context.clone().narrow(0, 1, 1) };
             f(&|z, t| p.predict(z, t))
         } else {
-            let p = Guided { inner: UNetPredictor { unet: &self.unet, context: self.context.clone() }, scale: guidance };
+            let p =
+                Guided { inner: UNetPredictor { unet: &self.unet, context: self.context.clone() }, scale: guidance };
             f(&|z, t| p.predict(z, t))
         }
     }
@@ -187,9 +185,10 @@ fn tolerance_stops_at_the_first_iteration_below_it() {
     assert!(expected_iterations > 2, "the case should need a few iterations");
 
     let method = Method::FixedPoint { iterations: 20, tolerance: Some(tolerance) };
-    let run = pollster::block_on(invert_step(&Linear(lambda as f32), z_prev(), alpha_prev, alpha_t, t, method, |_, _| {
-        ControlFlow::Continue(())
-    }));
+    let run =
+        pollster::block_on(invert_step(&Linear(lambda as f32), z_prev(), alpha_prev, alpha_t, t, method, |_, _| {
+            ControlFlow::Continue(())
+        }));
     let solution = run.unwrap();
     let (z, residuals) = (solution.z, solution.residuals);
     assert_eq!(residuals.len(), expected_iterations, "{residuals:?} vs {closed_form:?}");
@@ -214,9 +213,10 @@ fn a_growing_residual_keeps_the_best_iterate() {
     let best = (1..6).min_by(|&i, &j| closed_form[i].total_cmp(&closed_form[j])).unwrap();
     assert!(closed_form[5] > closed_form[best], "the case must diverge: {closed_form:?}");
 
-    let run = pollster::block_on(invert_step(&Linear(lambda as f32), z_prev(), alpha_prev, alpha_t, t, fpi(6), |_, _| {
-        ControlFlow::Continue(())
-    }));
+    let run =
+        pollster::block_on(invert_step(&Linear(lambda as f32), z_prev(), alpha_prev, alpha_t, t, fpi(6), |_, _| {
+            ControlFlow::Continue(())
+        }));
     let solution = run.unwrap();
     assert_eq!(solution.kept, best, "residuals {:?}", solution.residuals);
     let expected: Vec<f32> = values(z_prev()).iter().map(|v| (*v as f64 * s[best]) as f32).collect();
@@ -247,7 +247,8 @@ fn guidance_of_an_unconditional_predictor_changes_nothing() {
 
 #[test]
 fn cancelling_stops_a_run() {
-    let observer: &mut Observer<'_> = &mut |p| if p.step == 3 { ControlFlow::Break(()) } else { ControlFlow::Continue(()) };
+    let observer: &mut Observer<'_> =
+        &mut |p| if p.step == 3 { ControlFlow::Break(()) } else { ControlFlow::Continue(()) };
     let result = pollster::block_on(invert(&Linear(0.5), &schedule(), z_prev(), STEPS, fpi(2), observer));
     assert!(matches!(result, Err(fpi_core::solver::RunError::Cancelled)));
 }
@@ -257,27 +258,31 @@ fn cancelling_stops_a_run() {
 /// tests compare the browser with native), and rewrites them when `FPI_WRITE_WEB_REFERENCE=1`.
 #[test]
 fn the_browser_case_matches_its_native_reference() {
-    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixtures().join("web-case.json")).unwrap()).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join("web-case.json")).unwrap()).unwrap();
     let case: fpi_pipeline::InvertRequest = serde_json::from_value(json.clone()).unwrap();
     let settings = case.settings().unwrap();
-    let pipeline = pollster::block_on(fpi_pipeline::Pipeline::load(&folder(&tiny_model()), device(), &mut |_, _, _| {}))
-        .unwrap();
+    let pipeline =
+        pollster::block_on(fpi_pipeline::Pipeline::load(&folder(&tiny_model()), device(), &mut |_, _, _| {})).unwrap();
     let bytes = std::fs::read(fixtures().join(json["image"].as_str().unwrap())).unwrap();
     let image = fpi_pipeline::image_io::square(fpi_pipeline::image_io::decode(&bytes).unwrap(), case.size);
     let z0 = pipeline.encode(&image);
     let mut observe = |_: fpi_pipeline::pipeline::Phase, _: &fpi_core::solver::Progress| ControlFlow::Continue(());
     let inversion = pollster::block_on(pipeline.invert(z0.clone(), &settings, &mut observe)).unwrap();
-    let check = pollster::block_on(pipeline.check_reconstruction(&inversion, z0, &image, &settings, &mut observe)).unwrap();
+    let check =
+        pollster::block_on(pipeline.check_reconstruction(&inversion, z0, &image, &settings, &mut observe)).unwrap();
     let seed = fpi_core::seed::Seed {
         latents: values(inversion.seed.clone()),
         shape: inversion.seed.dims(),
         info: settings.seed_info(case.size, "tiny-sd"),
     };
 
-    let (seed_path, json_path) = (fixtures().join("reference/web-case.safetensors"), fixtures().join("reference/web-case.json"));
+    let (seed_path, json_path) =
+        (fixtures().join("reference/web-case.safetensors"), fixtures().join("reference/web-case.json"));
     if std::env::var("FPI_WRITE_WEB_REFERENCE").is_ok_and(|v| v == "1") {
         std::fs::write(&seed_path, seed.to_bytes()).unwrap();
-        let results = serde_json::json!({ "psnr": check.psnr, "vae_psnr": check.vae_psnr, "latent_error": check.latent_error });
+        let results =
+            serde_json::json!({ "psnr": check.psnr, "vae_psnr": check.vae_psnr, "latent_error": check.latent_error });
         std::fs::write(&json_path, serde_json::to_string_pretty(&results).unwrap()).unwrap();
     }
     let reference = fpi_core::seed::Seed::from_bytes(&std::fs::read(&seed_path).unwrap()).unwrap();

@@ -52,7 +52,10 @@ fn an_unexpected_tensor_is_named() {
     let file = unet_file(&dir);
     rewrite_safetensors(&file.clone(), &file, |k| Some(k.replace("conv_out.bias", "conv_out.extra")));
     let err = load_unet_err(&dir);
-    assert!(matches!(&err, Error::UnexpectedTensor { key, shape, .. } if key == "conv_out.extra" && shape == &vec![4]), "{err}");
+    assert!(
+        matches!(&err, Error::UnexpectedTensor { key, shape, .. } if key == "conv_out.extra" && shape == &vec![4]),
+        "{err}"
+    );
     assert!(err.to_string().contains("conv_out.extra"), "{err}");
 }
 
@@ -67,7 +70,13 @@ fn a_mis_shaped_tensor_names_both_shapes() {
     let err = load_vae(&folder(dir.path())).err().expect("loading must fail");
     match &err {
         Error::ShapeMismatch { key, expected, found, .. } => {
-            assert!(key.starts_with("encoder.conv_out") || key.starts_with("quant_conv") || key.starts_with("decoder.conv_in") || key.starts_with("post_quant_conv"), "{err}");
+            assert!(
+                key.starts_with("encoder.conv_out")
+                    || key.starts_with("quant_conv")
+                    || key.starts_with("decoder.conv_in")
+                    || key.starts_with("post_quant_conv"),
+                "{err}"
+            );
             assert_ne!(expected, found);
         }
         _ => panic!("unexpected error {err}"),

@@ -96,7 +96,8 @@ fn vae_matches_diffusers_with_new_attention_names() {
         Some(new_names.iter().fold(k.to_owned(), |k, (old, new)| k.replace(old, new)))
     });
     let source = fpi_models::source::Directory { root: dir.path().into() };
-    let header = pollster::block_on(fpi_models::weights::read_header(&source, "vae/diffusion_pytorch_model.safetensors"));
+    let header =
+        pollster::block_on(fpi_models::weights::read_header(&source, "vae/diffusion_pytorch_model.safetensors"));
     for k in header.unwrap().tensors.keys() {
         renamed |= k.contains(".to_q.");
         assert!(!k.contains(".query."), "{k}");

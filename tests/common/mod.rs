@@ -66,9 +66,7 @@ pub struct References {
 
 impl References {
     pub fn open(path: &Path) -> Self {
-        Self {
-            bytes: std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
-        }
+        Self { bytes: std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())) }
     }
 
     fn view(&self, key: &str) -> safetensors::tensor::TensorView<'_> {
@@ -126,11 +124,8 @@ pub fn assert_close<const D: usize>(actual: Tensor<D>, refs: &References, key: &
 pub fn rewrite_safetensors(src: &Path, dst: &Path, rename: impl Fn(&str) -> Option<String>) {
     let bytes = std::fs::read(src).unwrap();
     let tensors = SafeTensors::deserialize(&bytes).unwrap();
-    let renamed: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
-        .tensors()
-        .into_iter()
-        .filter_map(|(k, v)| rename(&k).map(|k| (k, v)))
-        .collect();
+    let renamed: Vec<(String, safetensors::tensor::TensorView<'_>)> =
+        tensors.tensors().into_iter().filter_map(|(k, v)| rename(&k).map(|k| (k, v))).collect();
     safetensors::serialize_to_file(renamed, None, dst).unwrap();
 }
 

@@ -14,7 +14,9 @@ use fpi_pipeline::{InvertSettings, Pipeline};
 use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
 
-use crate::args::{BenchArgs, Cli, Command, Common, DeviceChoice, GenerateArgs, InvertArgs, MethodChoice, ReconstructArgs};
+use crate::args::{
+    BenchArgs, Cli, Command, Common, DeviceChoice, GenerateArgs, InvertArgs, MethodChoice, ReconstructArgs,
+};
 use crate::files::{check_writable, read as read_file, write_atomic};
 use crate::progress::Bars;
 
@@ -65,11 +67,7 @@ fn write_png(path: &Path, image: &Rgb) -> Result<(), String> {
 }
 
 fn write_latents(path: &Path, values: Vec<f32>, shape: [usize; 4], info: SeedInfo) -> Result<(), String> {
-    let seed = Seed {
-        latents: values,
-        shape,
-        info,
-    };
+    let seed = Seed { latents: values, shape, info };
     write_atomic(path, &seed.to_bytes())
 }
 
@@ -84,10 +82,7 @@ fn invert(args: InvertArgs) -> Result<(), String> {
     }
     let method = match args.method {
         MethodChoice::Ddim => Method::Ddim,
-        MethodChoice::Fpi => Method::FixedPoint {
-            iterations: args.iterations,
-            tolerance: args.tolerance,
-        },
+        MethodChoice::Fpi => Method::FixedPoint { iterations: args.iterations, tolerance: args.tolerance },
     };
     if args.method == MethodChoice::Ddim && (args.iterations != 5 || args.tolerance.is_some()) {
         eprintln!("note: --method ddim makes one evaluation per step; --iterations and --tolerance are ignored");
@@ -141,10 +136,11 @@ fn invert(args: InvertArgs) -> Result<(), String> {
     }
 
     if let Some(out) = &args.reconstruct {
-        let check = pollster::block_on(pipeline.check_reconstruction(&inversion, z0, &image, &settings, &mut |ph, p| {
-            bars.observe(ph, p)
-        }))
-        .map_err(|e| e.to_string())?;
+        let check =
+            pollster::block_on(
+                pipeline.check_reconstruction(&inversion, z0, &image, &settings, &mut |ph, p| bars.observe(ph, p)),
+            )
+            .map_err(|e| e.to_string())?;
         bars.finish();
         write_png(out, &check.image)?;
         println!(
@@ -170,7 +166,16 @@ fn reconstruct(args: ReconstructArgs) -> Result<(), String> {
     let pipeline = load(&args.common)?;
     pipeline.check_latents(seed.shape).map_err(|e| format!("{}: {e}", args.seed.display()))?;
     let latents = pipeline.latents(seed.latents.clone(), seed.shape);
-    sample_and_write(&pipeline, latents, &prompt, steps, guidance, args.common.quiet, &args.output, args.latents_out.as_deref())
+    sample_and_write(
+        &pipeline,
+        latents,
+        &prompt,
+        steps,
+        guidance,
+        args.common.quiet,
+        &args.output,
+        args.latents_out.as_deref(),
+    )
 }
 
 fn sample_and_write(
@@ -256,7 +261,10 @@ fn info() -> Result<(), String> {
             if a.shader_f16 { "yes" } else { "no" }
         );
     }
-    println!("cpu: flex (fast), ndarray (portable), {} threads", std::thread::available_parallelism().map_or(1, |n| n.get()));
+    println!(
+        "cpu: flex (fast), ndarray (portable), {} threads",
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
     println!("auto picks: {}", auto_backend());
     Ok(())
 }
@@ -277,7 +285,8 @@ fn bench(args: BenchArgs) -> Result<(), String> {
     let device = pipeline.device.clone();
     let side = args.size / pipeline.vae_factor;
     let channels = pipeline.unet.conv_in.weight.dims()[1];
-    let latents = |b| Tensor::<4>::random([b, channels, side, side], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
+    let latents =
+        |b| Tensor::<4>::random([b, channels, side, side], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
     let conditioning = pipeline.condition("a photograph").map_err(|e| e.to_string())?;
     let states = conditioning.states;
     let t = |b| Tensor::<1>::full([b], 501.0, &device);
@@ -285,17 +294,15 @@ fn bench(args: BenchArgs) -> Result<(), String> {
     time("CLIP (2 prompts)", || pipeline.condition("a photograph").expect("tokenized before").states)?;
     time("UNet, batch 1", || pipeline.unet.forward(latents(1), t(1), &states.clone().narrow(0, 1, 1)))?;
     time("UNet, batch 2 (guidance)", || pipeline.unet.forward(latents(2), t(2), &states))?;
-    let image = Tensor::<4>::random([1, 3, args.size, args.size], burn::tensor::Distribution::Uniform(-1.0, 1.0), &device);
+    let image =
+        Tensor::<4>::random([1, 3, args.size, args.size], burn::tensor::Distribution::Uniform(-1.0, 1.0), &device);
     time("VAE encode", || pipeline.vae.encode(image.clone()).mean)?;
     time("VAE decode", || pipeline.vae.decode(latents(1)))?;
     let settings = InvertSettings {
         prompt: "a photograph".into(),
         steps: args.steps,
         guidance: 2.0,
-        method: Method::FixedPoint {
-            iterations: 5,
-            tolerance: None,
-        },
+        method: Method::FixedPoint { iterations: 5, tolerance: None },
         adjust: 2,
     };
     let mut bars = Bars::new(args.common.quiet);
@@ -311,7 +318,11 @@ fn bench(args: BenchArgs) -> Result<(), String> {
         args.steps
     );
     if let Some(usage) = device.memory_pool_usage() {
-        println!("device memory in use {:.0} MiB (reserved {:.0} MiB)", usage.bytes_in_use as f64 / 1048576.0, usage.bytes_reserved as f64 / 1048576.0);
+        println!(
+            "device memory in use {:.0} MiB (reserved {:.0} MiB)",
+            usage.bytes_in_use as f64 / 1048576.0,
+            usage.bytes_reserved as f64 / 1048576.0
+        );
     }
     if let Some(report) = device.memory_pool_report() {
         let largest = report.iter().map(|p| p.largest_alloc).max().unwrap_or(0);

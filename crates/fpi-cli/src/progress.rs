@@ -15,11 +15,7 @@ pub struct Bars {
 
 impl Bars {
     pub fn new(quiet: bool) -> Self {
-        Self {
-            quiet,
-            current: None,
-            loading: None,
-        }
+        Self { quiet, current: None, loading: None }
     }
 
     /// The observer to hand the pipeline.

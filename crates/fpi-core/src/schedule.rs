@@ -116,9 +116,9 @@ impl DdimSchedule {
         }
         // In f32, as diffusers computes and accumulates them.
         let betas: Vec<f64> = match config.beta_schedule.as_str() {
-            "scaled_linear" => linspace(config.beta_start.sqrt(), config.beta_end.sqrt(), n)
-                .map(|b| (b * b) as f64)
-                .collect(),
+            "scaled_linear" => {
+                linspace(config.beta_start.sqrt(), config.beta_end.sqrt(), n).map(|b| (b * b) as f64).collect()
+            }
             _ => linspace(config.beta_start, config.beta_end, n).map(f64::from).collect(),
         };
         let mut alphas_cumprod = Vec::with_capacity(n);
@@ -136,11 +136,7 @@ impl DdimSchedule {
                 config.steps_offset, timesteps[0]
             ));
         }
-        Ok(Self {
-            alphas_cumprod,
-            final_alpha_cumprod,
-            timesteps,
-        })
+        Ok(Self { alphas_cumprod, final_alpha_cumprod, timesteps })
     }
 
     /// ā of the step before `timesteps[i]` in sampling order (the destination of a sampling step from it).

@@ -77,8 +77,10 @@ impl Seed {
 
     /// Reads a seed (or any safetensors file with an f32 `latents` `[1, C, h, w]`; missing settings are defaults).
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
-        let (_, metadata) = safetensors::SafeTensors::read_metadata(bytes).map_err(|e| format!("not a safetensors file: {e}"))?;
-        let tensors = safetensors::SafeTensors::deserialize(bytes).map_err(|e| format!("not a safetensors file: {e}"))?;
+        let (_, metadata) =
+            safetensors::SafeTensors::read_metadata(bytes).map_err(|e| format!("not a safetensors file: {e}"))?;
+        let tensors =
+            safetensors::SafeTensors::deserialize(bytes).map_err(|e| format!("not a safetensors file: {e}"))?;
         let view = tensors.tensor("latents").map_err(|_| "no tensor named `latents`".to_string())?;
         if view.dtype() != Dtype::F32 {
             return Err(format!("`latents` is {:?}, expected F32", view.dtype()));

@@ -145,11 +145,7 @@ pub async fn invert_step(
         Some(best) if best + 1 < last => best,
         _ => last,
     };
-    Ok(StepSolution {
-        z: iterates.swap_remove(kept),
-        residuals,
-        kept,
-    })
+    Ok(StepSolution { z: iterates.swap_remove(kept), residuals, kept })
 }
 
 /// Inverts the first `steps` sampling steps in reverse, from clean latents `z0` towards noise. Returns the latents at
@@ -169,15 +165,8 @@ pub async fn invert(
         let i = n - 1 - step;
         let t = schedule.timesteps[i];
         let (alpha_prev, alpha_t) = (schedule.alpha_cumprod_prev(i), schedule.alphas_cumprod[t]);
-        let observe = |iteration, residual| {
-            observer(&Progress {
-                step,
-                steps,
-                timestep: t,
-                iteration,
-                residual: Some(residual),
-            })
-        };
+        let observe =
+            |iteration, residual| observer(&Progress { step, steps, timestep: t, iteration, residual: Some(residual) });
         let solution = invert_step(predictor, z, alpha_prev, alpha_t, t, method, observe).await?;
         reports.push(StepReport {
             step,
@@ -206,13 +195,7 @@ pub async fn sample(
         let t = schedule.timesteps[i];
         let (a, b) = ddim_coefficients(schedule.alphas_cumprod[t], schedule.alpha_cumprod_prev(i));
         z = z.clone().mul_scalar(a) + predictor.predict(z, t).mul_scalar(b);
-        let progress = Progress {
-            step: k,
-            steps,
-            timestep: t,
-            iteration: 1,
-            residual: None,
-        };
+        let progress = Progress { step: k, steps, timestep: t, iteration: 1, residual: None };
         if observer(&progress).is_break() {
             return Err(RunError::Cancelled);
         }

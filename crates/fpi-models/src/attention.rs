@@ -16,10 +16,7 @@ pub const SCORE_BLOCK_BYTES: usize = 64 << 20;
 pub fn blocked_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, causal: bool) -> Tensor<4> {
     let [b, h, lq, _] = q.dims();
     let lk = k.dims()[2];
-    let options = AttentionModuleOptions {
-        is_causal: causal,
-        ..Default::default()
-    };
+    let options = AttentionModuleOptions { is_causal: causal, ..Default::default() };
     let rows = (SCORE_BLOCK_BYTES / (b * h * lk * size_of::<f32>()).max(1)).max(1);
     if rows >= lq || causal {
         return attention(q, k, v, None, None, options);

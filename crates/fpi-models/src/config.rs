@@ -30,7 +30,9 @@ impl<T: Copy> PerBlock<T> {
 
     fn check(&self, name: &str, levels: usize) -> std::result::Result<(), String> {
         match self {
-            PerBlock::Each(v) if v.len() != levels => Err(format!("{name} has {} entries for {levels} levels", v.len())),
+            PerBlock::Each(v) if v.len() != levels => {
+                Err(format!("{name} has {} entries for {levels} levels", v.len()))
+            }
             _ => Ok(()),
         }
     }
@@ -88,10 +90,7 @@ pub struct UNetConfig {
 impl UNetConfig {
     /// Heads of the attention in down block `i` (SD1.x: `attention_head_dim`).
     pub fn heads(&self, i: usize) -> usize {
-        self.num_attention_heads
-            .as_ref()
-            .or(self.attention_head_dim.as_ref())
-            .map_or(8, |h| h.get(i))
+        self.num_attention_heads.as_ref().or(self.attention_head_dim.as_ref()).map_or(8, |h| h.get(i))
     }
 
     /// Checks what the model code supports, so a bad config is an error and not a panic later.
@@ -246,20 +245,12 @@ pub fn parse_config<T: DeserializeOwned>(
     check_raw: impl Fn(&serde_json::Value) -> std::result::Result<(), String>,
     validate: impl Fn(&T) -> std::result::Result<(), String>,
 ) -> Result<T> {
-    let bad = |message: String| Error::Config {
-        path: path.to_owned(),
-        message,
-    };
+    let bad = |message: String| Error::Config { path: path.to_owned(), message };
     let raw: serde_json::Value = serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
     check_raw(&raw).map_err(bad)?;
-    let config: T = serde_json::from_value(raw).map_err(|e| Error::Config {
-        path: path.to_owned(),
-        message: e.to_string(),
-    })?;
-    validate(&config).map_err(|message| Error::Config {
-        path: path.to_owned(),
-        message,
-    })?;
+    let config: T =
+        serde_json::from_value(raw).map_err(|e| Error::Config { path: path.to_owned(), message: e.to_string() })?;
+    validate(&config).map_err(|message| Error::Config { path: path.to_owned(), message })?;
     Ok(config)
 }
 

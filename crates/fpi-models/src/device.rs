@@ -48,9 +48,7 @@ impl Backend {
             #[allow(deprecated)]
             Backend::NdArray => Ok(Device::ndarray()),
             Backend::Flex => Ok(Device::flex()),
-            Backend::Wgpu => Device::wgpu_options()
-                .init()
-                .map_err(|e| format!("no usable wgpu adapter: {e}")),
+            Backend::Wgpu => Device::wgpu_options().init().map_err(|e| format!("no usable wgpu adapter: {e}")),
         }
     }
 }

@@ -20,33 +20,16 @@ pub enum Error {
     NotSafetensors { path: PathBuf, message: String },
     /// A tensor the model needs is not in the file.
     #[error("{path}: missing tensor {key:?} (expected shape {expected:?})")]
-    MissingTensor {
-        path: PathBuf,
-        key: String,
-        expected: Vec<usize>,
-    },
+    MissingTensor { path: PathBuf, key: String, expected: Vec<usize> },
     /// The file holds a tensor the model has no place for.
     #[error("{path}: unexpected tensor {key:?} with shape {shape:?}")]
-    UnexpectedTensor {
-        path: PathBuf,
-        key: String,
-        shape: Vec<usize>,
-    },
+    UnexpectedTensor { path: PathBuf, key: String, shape: Vec<usize> },
     /// A tensor has another shape than the config implies.
     #[error("{path}: tensor {key:?} has shape {found:?}, expected {expected:?}")]
-    ShapeMismatch {
-        path: PathBuf,
-        key: String,
-        expected: Vec<usize>,
-        found: Vec<usize>,
-    },
+    ShapeMismatch { path: PathBuf, key: String, expected: Vec<usize>, found: Vec<usize> },
     /// A tensor is stored in a type the loader does not read.
     #[error("{path}: tensor {key:?} has unsupported dtype {dtype}")]
-    UnsupportedDtype {
-        path: PathBuf,
-        key: String,
-        dtype: String,
-    },
+    UnsupportedDtype { path: PathBuf, key: String, dtype: String },
     /// A model folder lacks a part.
     #[error("{0}")]
     MissingFile(String),
@@ -58,10 +41,7 @@ pub enum Error {
 impl Error {
     #[cfg(not(target_family = "wasm"))]
     pub(crate) fn io(path: &std::path::Path, source: std::io::Error) -> Self {
-        Error::Io {
-            path: path.to_owned(),
-            source,
-        }
+        Error::Io { path: path.to_owned(), source }
     }
 }
 

@@ -62,11 +62,7 @@ pub struct Bands {
 impl Bands {
     /// Splits `x` into bands of at most `max_bytes` each (at least two rows a band).
     pub fn split(x: Tensor<4>, max_bytes: usize) -> Self {
-        Self {
-            bands: vec![x],
-            max_bytes,
-        }
-        .refit(1)
+        Self { bands: vec![x], max_bytes }.refit(1)
     }
 
     /// The whole map as one tensor (for parts that need it whole, such as attention at the lowest resolution).
@@ -102,10 +98,7 @@ impl Bands {
             bands.push(self.rows(start, h));
             start += h;
         }
-        Self {
-            bands,
-            max_bytes: self.max_bytes,
-        }
+        Self { bands, max_bytes: self.max_bytes }
     }
 
     /// Rows `start..start + len` of the map, from the bands that hold them.
@@ -124,10 +117,7 @@ impl Bands {
     }
 
     fn map(self, f: impl Fn(Tensor<4>) -> Tensor<4>) -> Self {
-        Self {
-            bands: self.bands.into_iter().map(f).collect(),
-            max_bytes: self.max_bytes,
-        }
+        Self { bands: self.bands.into_iter().map(f).collect(), max_bytes: self.max_bytes }
     }
 
     /// The zero row above the first band and below the last, or the neighbour's adjacent row.
@@ -198,25 +188,20 @@ impl FeatureMap for Bands {
                         conv2d(input, weight.clone(), bias.clone(), options)
                     }
                     _ => {
-                        let input = Tensor::cat(vec![this.halo(i, true, &device), band, this.halo(i, false, &device)], 2);
+                        let input =
+                            Tensor::cat(vec![this.halo(i, true, &device), band, this.halo(i, false, &device)], 2);
                         conv2d(input, weight.clone(), bias.clone(), ConvOptions::new([1, 1], [0, 1], [1, 1], 1))
                     }
                 }
             })
             .collect();
-        Self {
-            bands,
-            max_bytes: this.max_bytes,
-        }
+        Self { bands, max_bytes: this.max_bytes }
     }
 
     fn add(self, other: Self) -> Self {
         let heights: Vec<usize> = self.bands.iter().map(|t| t.dims()[2]).collect();
         let other = other.recut(&heights);
-        Self {
-            bands: self.bands.into_iter().zip(other.bands).map(|(a, b)| a + b).collect(),
-            max_bytes: self.max_bytes,
-        }
+        Self { bands: self.bands.into_iter().zip(other.bands).map(|(a, b)| a + b).collect(), max_bytes: self.max_bytes }
     }
 
     fn shift(self, shift: Tensor<2>) -> Self {

@@ -5,20 +5,17 @@ use burn::tensor::Device;
 use crate::clip::{ClipTextModel, TokenTable};
 use crate::config::{ClipConfig, UNetConfig, VaeConfig, check_unet_options, parse_config};
 use crate::error::{Error, Result};
-use crate::tokenizer::ClipTokenizer;
-use crate::unet::UNet2DConditionModel;
-use crate::vae::AutoencoderKL;
 #[cfg(not(target_family = "wasm"))]
 use crate::source::Directory;
 use crate::source::ModelSource;
+use crate::tokenizer::ClipTokenizer;
+use crate::unet::UNet2DConditionModel;
+use crate::vae::AutoencoderKL;
 use crate::weights::{CHUNK_BYTES, KeyMap, find_weights, load_module, read_header};
 
 /// diffusers' names for what burn's modules call otherwise.
-const UNET_KEYS: &[(&str, &str)] = &[
-    (r"\.to_out\.0\.", ".to_out."),
-    (r"\.ff\.net\.0\.proj\.", ".ff.geglu."),
-    (r"\.ff\.net\.2\.", ".ff.out."),
-];
+const UNET_KEYS: &[(&str, &str)] =
+    &[(r"\.to_out\.0\.", ".to_out."), (r"\.ff\.net\.0\.proj\.", ".ff.geglu."), (r"\.ff\.net\.2\.", ".ff.out.")];
 
 /// Both namings of the VAE's attention: SD1.5's files (`query/key/value/proj_attn`) and newer diffusers'.
 const VAE_KEYS: &[(&str, &str)] = &[
@@ -67,10 +64,7 @@ impl ModelFolder<Directory> {
 impl<S: ModelSource> ModelFolder<S> {
     /// A folder whose files come from `source`.
     pub fn new(source: S) -> Self {
-        Self {
-            source,
-            chunk_bytes: CHUNK_BYTES,
-        }
+        Self { source, chunk_bytes: CHUNK_BYTES }
     }
 
     /// `name` (a part's folder) when the folder has it.
@@ -138,7 +132,10 @@ impl<S: ModelSource> ModelFolder<S> {
             ));
         }
         if clip.max_position_embeddings != 77 {
-            return mismatch(format!("CLIP has {} positions; SD1.x prompts are 77 tokens", clip.max_position_embeddings));
+            return mismatch(format!(
+                "CLIP has {} positions; SD1.x prompts are 77 tokens",
+                clip.max_position_embeddings
+            ));
         }
         Ok(())
     }
@@ -208,54 +205,32 @@ impl<S: ModelSource> ModelFolder<S> {
     async fn read_token_table(&self, path: &str, config: &ClipConfig) -> Result<TokenTable> {
         let shown = self.source.display(path);
         let header = read_header(&self.source, path).await?;
-        let (key, info) = header
-            .tensors
-            .iter()
-            .find(|(k, _)| k.strip_prefix("text_model.").unwrap_or(k) == TOKEN_TABLE)
-            .ok_or_else(|| Error::MissingTensor {
-                path: shown.clone(),
-                key: TOKEN_TABLE.into(),
-                expected: vec![config.vocab_size, config.hidden_size],
-            })?;
+        let (key, info) =
+            header.tensors.iter().find(|(k, _)| k.strip_prefix("text_model.").unwrap_or(k) == TOKEN_TABLE).ok_or_else(
+                || Error::MissingTensor {
+                    path: shown.clone(),
+                    key: TOKEN_TABLE.into(),
+                    expected: vec![config.vocab_size, config.hidden_size],
+                },
+            )?;
         let expected = vec![config.vocab_size, config.hidden_size];
         if info.shape != expected {
-            return Err(Error::ShapeMismatch {
-                path: shown,
-                key: key.clone(),
-                expected,
-                found: info.shape.clone(),
-            });
+            return Err(Error::ShapeMismatch { path: shown, key: key.clone(), expected, found: info.shape.clone() });
         }
         let [start, end] = info.data_offsets;
         let bytes = self.source.read(path, header.data_start + start..header.data_start + end).await?;
         let rows = match info.dtype.as_str() {
             "F32" => bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect(),
-            "F16" => bytes
-                .chunks_exact(2)
-                .map(|b| burn::tensor::f16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            "BF16" => bytes
-                .chunks_exact(2)
-                .map(|b| burn::tensor::bf16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
+            "F16" => bytes.chunks_exact(2).map(|b| burn::tensor::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+            "BF16" => bytes.chunks_exact(2).map(|b| burn::tensor::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
             other => {
-                return Err(Error::UnsupportedDtype {
-                    path: shown,
-                    key: key.clone(),
-                    dtype: other.into(),
-                });
+                return Err(Error::UnsupportedDtype { path: shown, key: key.clone(), dtype: other.into() });
             }
         };
-        Ok(TokenTable {
-            rows,
-            dim: config.hidden_size,
-        })
+        Ok(TokenTable { rows, dim: config.hidden_size })
     }
 }
 
 fn key_map(rules: &[(&'static str, &'static str)], ignored: &[&'static str]) -> KeyMap {
-    KeyMap {
-        rules: rules.to_vec(),
-        ignored: ignored.to_vec(),
-    }
+    KeyMap { rules: rules.to_vec(), ignored: ignored.to_vec() }
 }

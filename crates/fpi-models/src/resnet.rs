@@ -54,7 +54,8 @@ impl ResnetBlock2D {
             time_emb_proj: s.temb_channels.map(|t| LinearConfig::new(t, s.out_channels).init(device)),
             norm2: group_norm(s.groups, s.out_channels, s.eps, device),
             conv2: conv([s.out_channels, s.out_channels], 3, 1, 1, device),
-            conv_shortcut: (s.in_channels != s.out_channels).then(|| conv([s.in_channels, s.out_channels], 1, 1, 0, device)),
+            conv_shortcut: (s.in_channels != s.out_channels)
+                .then(|| conv([s.in_channels, s.out_channels], 1, 1, 0, device)),
         }
     }
 
@@ -86,10 +87,8 @@ impl Downsample2D {
             0 => PaddingConfig2d::Explicit(0, 0, 1, 1),
             p => PaddingConfig2d::Explicit(p, p, p, p),
         };
-        let conv = Conv2dConfig::new([channels, channels], [3, 3])
-            .with_stride([2, 2])
-            .with_padding(padding)
-            .init(device);
+        let conv =
+            Conv2dConfig::new([channels, channels], [3, 3]).with_stride([2, 2]).with_padding(padding).init(device);
         Self { conv }
     }
 
@@ -108,9 +107,7 @@ pub struct Upsample2D {
 impl Upsample2D {
     /// An upsampler for `channels` channels.
     pub fn new(channels: usize, device: &Device) -> Self {
-        Self {
-            conv: conv([channels, channels], 3, 1, 1, device),
-        }
+        Self { conv: conv([channels, channels], 3, 1, 1, device) }
     }
 
     /// Doubles the height and width.

@@ -27,10 +27,8 @@ pub trait ModelSource {
 
     /// The whole file as UTF-8 text.
     async fn read_text(&self, path: &str) -> Result<String> {
-        String::from_utf8(self.read_all(path).await?).map_err(|_| Error::Config {
-            path: self.display(path),
-            message: "not UTF-8 text".into(),
-        })
+        String::from_utf8(self.read_all(path).await?)
+            .map_err(|_| Error::Config { path: self.display(path), message: "not UTF-8 text".into() })
     }
 }
 
@@ -62,9 +60,7 @@ impl ModelSource for Directory {
         let mut file = std::fs::File::open(&full).map_err(|e| Error::io(&full, e))?;
         file.seek(SeekFrom::Start(range.start)).map_err(|e| Error::io(&full, e))?;
         let mut bytes = Vec::with_capacity((range.end - range.start) as usize);
-        file.take(range.end - range.start)
-            .read_to_end(&mut bytes)
-            .map_err(|e| Error::io(&full, e))?;
+        file.take(range.end - range.start).read_to_end(&mut bytes).map_err(|e| Error::io(&full, e))?;
         Ok(bytes)
     }
 }

@@ -52,7 +52,10 @@ impl ClipTokenizer {
             match text.split_once(' ') {
                 Some((a, b)) if !b.contains(' ') => pairs.push((a.to_owned(), b.to_owned())),
                 _ => {
-                    return Err(tokenizer_error(&paths[1], format!("line {} is not a pair of tokens: {text:?}", line + 1)));
+                    return Err(tokenizer_error(
+                        &paths[1],
+                        format!("line {} is not a pair of tokens: {text:?}", line + 1),
+                    ));
                 }
             }
         }
@@ -64,11 +67,13 @@ impl ClipTokenizer {
             .build()
             .map_err(|e| tokenizer_error(path, e))?;
         let mut inner = Tokenizer::new(bpe);
-        let whitespace = Replace::new(ReplacePattern::Regex(r"\s+".into()), " ").map_err(|e| tokenizer_error(path, e))?;
+        let whitespace =
+            Replace::new(ReplacePattern::Regex(r"\s+".into()), " ").map_err(|e| tokenizer_error(path, e))?;
         inner.with_normalizer(Some(Normalizers::new(vec![NFC.into(), whitespace.into(), Lowercase.into()])));
         let words = Split::new(SplitPattern::Regex(CLIP_WORDS.into()), SplitDelimiterBehavior::Removed, true)
             .map_err(|e| tokenizer_error(path, e))?;
-        inner.with_pre_tokenizer(Some(PreTokenizers::new(vec![words.into(), ByteLevel::new(false, true, true).into()])));
+        inner
+            .with_pre_tokenizer(Some(PreTokenizers::new(vec![words.into(), ByteLevel::new(false, true, true).into()])));
         Self::new(inner, path)
     }
 
@@ -81,20 +86,15 @@ impl ClipTokenizer {
                 message: format!("the vocabulary has no {token}"),
             })
         };
-        Ok(Self {
-            start: id(START)?,
-            end: id(END)?,
-            inner,
-            max_len: 77,
-        })
+        Ok(Self { start: id(START)?, end: id(END)?, inner, max_len: 77 })
     }
 
     /// Tokenizes a prompt into exactly 77 ids, as diffusers' SD1.5 pipeline does (truncating long prompts).
     pub fn encode(&self, prompt: &str) -> Result<Tokens> {
-        let encoding = self.inner.encode(prompt, false).map_err(|e| Error::Tokenizer {
-            path: "<prompt>".into(),
-            message: e.to_string(),
-        })?;
+        let encoding = self
+            .inner
+            .encode(prompt, false)
+            .map_err(|e| Error::Tokenizer { path: "<prompt>".into(), message: e.to_string() })?;
         let words = encoding.get_ids();
         let room = self.max_len - 2;
         let kept = &words[..words.len().min(room)];
@@ -102,16 +102,10 @@ impl ClipTokenizer {
         ids.push(self.start);
         ids.extend_from_slice(kept);
         ids.resize(self.max_len, self.end);
-        Ok(Tokens {
-            ids,
-            dropped: words.len() - kept.len(),
-        })
+        Ok(Tokens { ids, dropped: words.len() - kept.len() })
     }
 }
 
 fn tokenizer_error(path: &Path, e: impl std::fmt::Display) -> Error {
-    Error::Tokenizer {
-        path: path.to_owned(),
-        message: e.to_string(),
-    }
+    Error::Tokenizer { path: path.to_owned(), message: e.to_string() }
 }

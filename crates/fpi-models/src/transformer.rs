@@ -21,10 +21,7 @@ pub struct FeedForward {
 impl FeedForward {
     fn new(dim: usize, device: &Device) -> Self {
         let inner = 4 * dim;
-        Self {
-            geglu: LinearConfig::new(dim, 2 * inner).init(device),
-            out: LinearConfig::new(inner, dim).init(device),
-        }
+        Self { geglu: LinearConfig::new(dim, 2 * inner).init(device), out: LinearConfig::new(inner, dim).init(device) }
     }
 
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {

@@ -198,9 +198,7 @@ impl UNet2DConditionModel {
         let device = timesteps.device();
         // In f32, step by step as diffusers computes it, so that large timesteps get the same angles.
         let denominator = half as f32 - self.freq_shift as f32;
-        let freqs: Vec<f32> = (0..half)
-            .map(|i| (-(10000f64.ln() as f32) * i as f32 / denominator).exp())
-            .collect();
+        let freqs: Vec<f32> = (0..half).map(|i| (-(10000f64.ln() as f32) * i as f32 / denominator).exp()).collect();
         let freqs = Tensor::<1>::from_floats(freqs.as_slice(), &device).unsqueeze_dim::<2>(0);
         let angles = timesteps.unsqueeze_dim::<2>(1) * freqs;
         let (sin, cos) = (angles.clone().sin(), angles.cos());

@@ -99,13 +99,7 @@ pub struct Posterior {
 }
 
 fn vae_resnet(in_channels: usize, out_channels: usize, groups: usize) -> ResnetShape {
-    ResnetShape {
-        in_channels,
-        out_channels,
-        temb_channels: None,
-        groups,
-        eps: VAE_EPS,
-    }
+    ResnetShape { in_channels, out_channels, temb_channels: None, groups, eps: VAE_EPS }
 }
 
 impl AutoencoderKL {
@@ -124,7 +118,10 @@ impl AutoencoderKL {
                     let input = if i == 0 { ch[0] } else { ch[i - 1] };
                     EncoderBlock {
                         resnets: (0..layers).map(|j| resnet(if j == 0 { input } else { ch[i] }, ch[i])).collect(),
-                        downsamplers: (i + 1 < levels).then(|| Downsample2D::new(ch[i], 0, device)).into_iter().collect(),
+                        downsamplers: (i + 1 < levels)
+                            .then(|| Downsample2D::new(ch[i], 0, device))
+                            .into_iter()
+                            .collect(),
                     }
                 })
                 .collect(),
@@ -178,10 +175,7 @@ impl AutoencoderKL {
             moments = quant.forward(moments);
         }
         let [mean, logvar] = moments.chunk(2, 1).try_into().expect("two halves");
-        Posterior {
-            mean,
-            logvar: logvar.clamp(-30.0, 20.0),
-        }
+        Posterior { mean, logvar: logvar.clamp(-30.0, 20.0) }
     }
 
     /// Images in about [-1, 1] from (unscaled) latents `z`.

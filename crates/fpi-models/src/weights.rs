@@ -32,10 +32,7 @@ pub struct Header {
 
 /// Reads the header of `path` and checks that the file holds every tensor it declares.
 pub async fn read_header(source: &impl ModelSource, path: &str) -> Result<Header> {
-    let bad = |message: String| Error::NotSafetensors {
-        path: source.display(path),
-        message,
-    };
+    let bad = |message: String| Error::NotSafetensors { path: source.display(path), message };
     let file_len = source.len(path)?;
     let len = source.read(path, 0..8).await?;
     let len: [u8; 8] = len.try_into().map_err(|_| bad("shorter than a safetensors header".into()))?;
@@ -63,10 +60,7 @@ pub async fn read_header(source: &impl ModelSource, path: &str) -> Result<Header
         }
         tensors.insert(key, info);
     }
-    Ok(Header {
-        tensors,
-        data_start: 8 + header_len,
-    })
+    Ok(Header { tensors, data_start: 8 + header_len })
 }
 
 fn dtype_size(dtype: &str) -> Option<u64> {
@@ -89,16 +83,11 @@ pub struct KeyMap {
 
 impl KeyMap {
     fn compile(&self) -> Vec<(Regex, &'static str)> {
-        self.rules
-            .iter()
-            .map(|(from, to)| (Regex::new(from).expect("key rules are valid regexes"), *to))
-            .collect()
+        self.rules.iter().map(|(from, to)| (Regex::new(from).expect("key rules are valid regexes"), *to)).collect()
     }
 
     fn apply(rules: &[(Regex, &'static str)], key: &str) -> String {
-        rules
-            .iter()
-            .fold(key.to_owned(), |k, (re, to)| re.replace_all(&k, *to).into_owned())
+        rules.iter().fold(key.to_owned(), |k, (re, to)| re.replace_all(&k, *to).into_owned())
     }
 }
 
@@ -154,29 +143,17 @@ pub async fn load_module<M: ModuleSnapshot>(
             continue;
         }
         if !expected.contains_key(&mapped) {
-            return Err(Error::UnexpectedTensor {
-                path: shown,
-                key: key.clone(),
-                shape: info.shape.clone(),
-            });
+            return Err(Error::UnexpectedTensor { path: shown, key: key.clone(), shape: info.shape.clone() });
         }
         if !matches!(info.dtype.as_str(), "F32" | "F16" | "BF16" | "F64") {
-            return Err(Error::UnsupportedDtype {
-                path: shown,
-                key: key.clone(),
-                dtype: info.dtype.clone(),
-            });
+            return Err(Error::UnsupportedDtype { path: shown, key: key.clone(), dtype: info.dtype.clone() });
         }
         found.insert(mapped, (key, info));
     }
     for (name, shape) in &expected {
         match found.get(name) {
             None => {
-                return Err(Error::MissingTensor {
-                    path: shown,
-                    key: name.clone(),
-                    expected: shape.clone(),
-                });
+                return Err(Error::MissingTensor { path: shown, key: name.clone(), expected: shape.clone() });
             }
             Some((key, info)) if &info.shape != shape => {
                 return Err(Error::ShapeMismatch {
@@ -275,10 +252,7 @@ fn apply_chunk<M: ModuleSnapshot>(
         .skip_enum_variants(true)
         .allow_partial(true)
         .validate(false);
-    let bad = |message: String| Error::NotSafetensors {
-        path: path.to_owned(),
-        message,
-    };
+    let bad = |message: String| Error::NotSafetensors { path: path.to_owned(), message };
     let result = module.load_from(&mut store).map_err(|e| bad(e.to_string()))?;
     if !result.errors.is_empty() {
         return Err(bad(format!("{result}")));
@@ -291,11 +265,7 @@ mod tests {
     use super::*;
 
     fn info(start: u64, end: u64) -> TensorInfo {
-        TensorInfo {
-            dtype: "U8".into(),
-            shape: vec![(end - start) as usize],
-            data_offsets: [start, end],
-        }
+        TensorInfo { dtype: "U8".into(), shape: vec![(end - start) as usize], data_offsets: [start, end] }
     }
 
     /// The runs `chunks` makes of tensors at these byte ranges, as index lists.
@@ -303,10 +273,7 @@ mod tests {
         let names: Vec<String> = (0..ranges.len()).map(|i| i.to_string()).collect();
         let infos: Vec<TensorInfo> = ranges.iter().map(|&(a, b)| info(a, b)).collect();
         let tensors: Vec<(&String, &TensorInfo)> = names.iter().zip(&infos).collect();
-        chunks(&tensors, limit)
-            .iter()
-            .map(|run| run.iter().map(|(name, _)| name.parse().unwrap()).collect())
-            .collect()
+        chunks(&tensors, limit).iter().map(|run| run.iter().map(|(name, _)| name.parse().unwrap()).collect()).collect()
     }
 
     #[test]

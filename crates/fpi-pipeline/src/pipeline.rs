@@ -214,26 +214,17 @@ impl Pipeline {
     pub fn condition(&self, prompt: &str) -> Result<Conditioning, PipelineError> {
         let empty = self.tokenizer.encode("")?;
         let tokens = self.tokenizer.encode(prompt)?;
-        let states = self
-            .clip
-            .forward(&[empty.ids, tokens.ids], &self.device)
-            .map_err(PipelineError::Invalid)?;
+        let states = self.clip.forward(&[empty.ids, tokens.ids], &self.device).map_err(PipelineError::Invalid)?;
         Ok(Conditioning { states })
     }
 
     fn predictor<'a>(&'a self, conditioning: &Conditioning, guidance: f64) -> Predictor<'a> {
         if guidance == 1.0 {
             let conditional = conditioning.states.clone().narrow(0, 1, 1);
-            return Predictor::Conditional(UNetPredictor {
-                unet: &self.unet,
-                context: conditional,
-            });
+            return Predictor::Conditional(UNetPredictor { unet: &self.unet, context: conditional });
         }
         Predictor::Guided(Guided {
-            inner: UNetPredictor {
-                unet: &self.unet,
-                context: conditioning.states.clone(),
-            },
+            inner: UNetPredictor { unet: &self.unet, context: conditioning.states.clone() },
             scale: guidance,
         })
     }
@@ -327,11 +318,6 @@ impl Pipeline {
 
 /// A tensor's values in host memory (async, as the web requires).
 pub async fn read<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>, PipelineError> {
-    let data = t
-        .into_data_async()
-        .await
-        .map_err(|e| PipelineError::Run(RunError::Device(format!("{e:?}"))))?;
-    data.convert::<f32>()
-        .try_into_vec::<f32>()
-        .map_err(|e| PipelineError::Run(RunError::Device(format!("{e:?}"))))
+    let data = t.into_data_async().await.map_err(|e| PipelineError::Run(RunError::Device(format!("{e:?}"))))?;
+    data.convert::<f32>().try_into_vec::<f32>().map_err(|e| PipelineError::Run(RunError::Device(format!("{e:?}"))))
 }

@@ -29,10 +29,7 @@ impl InvertRequest {
     /// The pipeline's settings, checked.
     pub fn settings(&self) -> Result<InvertSettings, String> {
         let method = match self.method.as_str() {
-            "fpi" => Method::FixedPoint {
-                iterations: self.iterations,
-                tolerance: self.tolerance,
-            },
+            "fpi" => Method::FixedPoint { iterations: self.iterations, tolerance: self.tolerance },
             "ddim" => Method::Ddim,
             other => return Err(format!("unknown method {other:?} (expected fpi or ddim)")),
         };

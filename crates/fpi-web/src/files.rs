@@ -30,9 +30,7 @@ impl BlobFiles {
     }
 
     fn blob(&self, path: &str) -> Result<&Blob> {
-        self.files
-            .get(path)
-            .ok_or_else(|| Error::MissingFile(format!("{path}: not among the model's files")))
+        self.files.get(path).ok_or_else(|| Error::MissingFile(format!("{path}: not among the model's files")))
     }
 }
 
@@ -51,10 +49,7 @@ impl ModelSource for BlobFiles {
     }
 
     async fn read(&self, path: &str, range: Range<u64>) -> Result<Vec<u8>> {
-        let failed = |e: JsValue| Error::Io {
-            path: path.into(),
-            source: std::io::Error::other(describe(e)),
-        };
+        let failed = |e: JsValue| Error::Io { path: path.into(), source: std::io::Error::other(describe(e)) };
         let part = self.blob(path)?.slice_with_f64_and_f64(range.start as f64, range.end as f64).map_err(failed)?;
         let buffer = JsFuture::from(part.array_buffer()).await.map_err(failed)?;
         Ok(Uint8Array::new(&buffer).to_vec())

@@ -162,7 +162,8 @@ impl Model {
             shape,
             info: settings.seed_info(raw.size, &self.name),
         };
-        let check = pipeline.check_reconstruction(&inversion, z0, &image, &settings, &mut observer).await.map_err(error)?;
+        let check =
+            pipeline.check_reconstruction(&inversion, z0, &image, &settings, &mut observer).await.map_err(error)?;
         Ok(Inversion {
             seed: seed.to_bytes(),
             original: image_io::encode_png(&image),

@@ -71,8 +71,14 @@ async fn inverts_the_browser_case_as_the_native_build_does() {
     assert!(err <= 1e-4, "browser seed differs from native by {err:.2e}");
     let results: serde_json::Value = serde_json::from_str(REFERENCE_RESULTS).unwrap();
     let psnr = results["psnr"].as_f64().unwrap();
-    assert!((inversion.psnr() - psnr).abs() <= 0.05, "PSNR {:.3} dB in the browser, {psnr:.3} dB native", inversion.psnr());
-    web_sys::console::log_1(&format!("browser vs native: seed {err:.2e}, PSNR {:.3} / {psnr:.3} dB", inversion.psnr()).into());
+    assert!(
+        (inversion.psnr() - psnr).abs() <= 0.05,
+        "PSNR {:.3} dB in the browser, {psnr:.3} dB native",
+        inversion.psnr()
+    );
+    web_sys::console::log_1(
+        &format!("browser vs native: seed {err:.2e}, PSNR {:.3} / {psnr:.3} dB", inversion.psnr()).into(),
+    );
 }
 
 #[wasm_bindgen_test]
