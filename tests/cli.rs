@@ -9,6 +9,7 @@ use std::process::{Command, Output};
 
 use common::*;
 use fpi_core::seed::Seed;
+use fpi_core::settings::{InvertSettings, Method};
 
 fn fpi(args: &[&str]) -> Output {
     let output = Command::new(env!("CARGO_BIN_EXE_fpi")).args(args).output().expect("fpi runs");
@@ -23,6 +24,32 @@ fn fpi(args: &[&str]) -> Output {
 
 fn device_name() -> String {
     std::env::var("FPI_TEST_DEVICE").unwrap_or_else(|_| "ndarray".into())
+}
+
+/// `fpi invert --quiet` on the tiny model writing `output`, with small valid options, some replaced or added by
+/// `changes` (flag, value pairs).
+fn invert(output: &Path, changes: &[&str]) -> Output {
+    let (model, photo) = (tiny_model(), fixtures().join("photos/astronaut.jpg"));
+    let mut options = vec![
+        ("--model", path(&model).to_owned()),
+        ("--image", path(&photo).to_owned()),
+        ("--prompt", "x".into()),
+        ("--steps", "2".into()),
+        ("--size", "32".into()),
+        ("--device", device_name()),
+        ("--output", path(output).to_owned()),
+    ];
+    for change in changes.chunks(2) {
+        match options.iter_mut().find(|(flag, _)| *flag == change[0]) {
+            Some(option) => option.1 = change[1].to_owned(),
+            None => options.push((change[0], change[1].to_owned())),
+        }
+    }
+    let mut args = vec!["invert", "--quiet"];
+    for (flag, value) in &options {
+        args.extend([*flag, value.as_str()]);
+    }
+    fpi(&args)
 }
 
 fn path(p: &Path) -> &str {
@@ -45,46 +72,44 @@ fn invert_then_reconstruct_a_photo() {
         dir.path().join("rec.png"),
         dir.path().join("rec2.png"),
     );
-    let model = tiny_model();
-    let photo = fixtures().join("photos/astronaut.jpg");
-    let device = device_name();
-    let out = fpi(&[
-        "invert",
-        "--model",
-        path(&model),
-        "--image",
-        path(&photo),
-        "--prompt",
-        "a photograph of an astronaut",
-        "--steps",
-        "20",
-        "--method",
-        "fpi",
-        "--iterations",
-        "8",
-        "--guidance",
-        "1",
-        "--adjust",
-        "1",
-        "--size",
-        "32",
-        "--device",
-        &device,
-        "--output",
-        path(&seed),
-        "--trace",
-        path(&trace),
-        "--reconstruct",
-        path(&rec),
-        "--quiet",
-    ]);
+    let (model, device) = (tiny_model(), device_name());
+    let out = invert(
+        &seed,
+        &[
+            "--prompt",
+            "a photograph of an astronaut",
+            "--steps",
+            "20",
+            "--method",
+            "fpi",
+            "--iterations",
+            "8",
+            "--guidance",
+            "1",
+            "--adjust",
+            "1",
+            "--trace",
+            path(&trace),
+            "--reconstruct",
+            path(&rec),
+        ],
+    );
     assert!(out.status.success());
 
     let file = Seed::from_bytes(&std::fs::read(&seed).unwrap()).unwrap();
     assert_eq!(file.shape, [1, 4, 16, 16]);
-    assert_eq!(file.info.prompt, "a photograph of an astronaut");
-    assert_eq!((file.info.steps, file.info.iterations, file.info.adjust, file.info.size), (20, 8, 1, 32));
-    assert_eq!(file.info.method, "fpi");
+    let info = file.info.expect("a seed records its settings");
+    let expected = InvertSettings {
+        prompt: "a photograph of an astronaut".into(),
+        size: 32,
+        steps: 20,
+        guidance: 1.0,
+        method: Method::FixedPoint { iterations: 8, tolerance: None },
+        adjust: 1,
+    };
+    assert_eq!(info.settings, expected);
+    // The model's name, not the local path of its folder.
+    assert_eq!(info.model, "tiny-sd");
     assert!(file.latents.iter().all(|v| v.is_finite()));
 
     let trace: serde_json::Value = serde_json::from_slice(&std::fs::read(&trace).unwrap()).unwrap();
@@ -126,39 +151,30 @@ fn image_pixels(p: &Path) -> Vec<u8> {
 #[test]
 fn fixed_point_inverts_more_exactly_than_ddim() {
     let dir = tempfile::tempdir().unwrap();
-    let model = tiny_model();
     let photo = fixtures().join("photos/camera.png");
-    let device = device_name();
     let latent_error = |method: &str, iterations: &str| {
         let (seed, rec) = (dir.path().join(format!("{method}.safetensors")), dir.path().join(format!("{method}.png")));
-        let out = fpi(&[
-            "invert",
-            "--model",
-            path(&model),
-            "--image",
-            path(&photo),
-            "--prompt",
-            "a man with a camera",
-            "--steps",
-            "20",
-            "--method",
-            method,
-            "--iterations",
-            iterations,
-            "--guidance",
-            "1",
-            "--adjust",
-            "0",
-            "--size",
-            "32",
-            "--device",
-            &device,
-            "--output",
-            path(&seed),
-            "--reconstruct",
-            path(&rec),
-            "--quiet",
-        ]);
+        let out = invert(
+            &seed,
+            &[
+                "--image",
+                path(&photo),
+                "--prompt",
+                "a man with a camera",
+                "--steps",
+                "20",
+                "--method",
+                method,
+                "--iterations",
+                iterations,
+                "--guidance",
+                "1",
+                "--adjust",
+                "0",
+                "--reconstruct",
+                path(&rec),
+            ],
+        );
         assert!(out.status.success());
         printed_quality(&String::from_utf8_lossy(&out.stdout)).2
     };
@@ -175,39 +191,26 @@ fn bad_input_is_one_clear_error_and_leaves_outputs_alone() {
     let (model, photo, out) = (path(&model), path(&photo), path(&output));
     // A seed whose latents cannot fit the tiny UNet (15 is not a multiple of its 2× downsampling).
     let odd = dir.path().join("odd.safetensors");
-    let seed = Seed { latents: vec![0.0; 4 * 15 * 15], shape: [1, 4, 15, 15], info: Default::default() };
+    let seed = Seed { latents: vec![0.0; 4 * 15 * 15], shape: [1, 4, 15, 15], info: None };
     std::fs::write(&odd, seed.to_bytes()).unwrap();
-    // `fpi invert` with valid options, some replaced by `changes` (flag, value) pairs.
-    let invert = |changes: &[&str]| {
-        let mut options = vec![
-            ("--model", model.to_owned()),
-            ("--image", photo.to_owned()),
-            ("--prompt", "x".into()),
-            ("--steps", "2".into()),
-            ("--size", "32".into()),
-            ("--device", device.clone()),
-            ("--output", out.to_owned()),
-        ];
-        for change in changes.chunks(2) {
-            match options.iter_mut().find(|(flag, _)| *flag == change[0]) {
-                Some(option) => option.1 = change[1].to_owned(),
-                None => options.push((change[0], change[1].to_owned())),
-            }
-        }
-        let mut args = vec!["invert", "--quiet"];
-        for (flag, value) in &options {
-            args.extend([*flag, value.as_str()]);
-        }
-        fpi(&args)
-    };
+    let invert_with = |changes: &[&str]| invert(&output, changes);
+    // A folder nobody may create files in, root included (CI runs as root, which ignores permission bits).
+    let unwritable = Path::new("/proc/seed.safetensors");
+    // A VAE that does not take RGB images (it used to load, then panic at the first encode).
+    let grey_vae = copy_model();
+    edit_config(&copied_model(&grey_vae), "vae", |config| config["in_channels"] = 1.into());
     let cases = [
-        (invert(&["--size", "40"]), "multiple of 16"),
-        (invert(&["--image", "/no/such/photo.png"]), "/no/such/photo.png"),
-        (invert(&["--image", &format!("{model}/unet/config.json")]), "cannot read the image"),
-        (invert(&["--model", "/no/such/model"]), "/no/such/model"),
-        (invert(&["--guidance", "0.5"]), "--guidance"),
-        (invert(&["--steps", "1000", "--adjust", "0"]), "past the 1000 training steps"),
-        (invert(&["--adjust", "3"]), "--adjust 3 is more than --steps 2"),
+        (invert_with(&["--size", "42"]), "--size must be a positive multiple of 4, got 42"),
+        (invert_with(&["--image", "/no/such/photo.png"]), "/no/such/photo.png"),
+        (invert_with(&["--image", &format!("{model}/unet/config.json")]), "cannot read the image"),
+        (invert_with(&["--model", "/no/such/model"]), "/no/such/model"),
+        (invert_with(&["--guidance", "0.5"]), "--guidance must be a number ≥ 1, got 0.5"),
+        (invert_with(&["--steps", "1000", "--adjust", "0"]), "--steps must be between 1 and 999"),
+        (invert_with(&["--adjust", "3"]), "--adjust 3 is more than --steps 2"),
+        (invert_with(&["--iterations", "0"]), "--iterations must be at least 1, got 0"),
+        (invert_with(&["--tolerance", "-1"]), "--tolerance must be a positive number, got -1"),
+        (invert_with(&["--output", path(unwritable)]), "cannot write in /proc"),
+        (invert_with(&["--model", path(&copied_model(&grey_vae))]), "in_channels"),
         (
             fpi(&[
                 "reconstruct",
@@ -249,4 +252,34 @@ fn help_explains_the_commands() {
     for flag in ["--iterations", "--tolerance", "--adjust", "--guidance", "--trace", "--reconstruct", "--device"] {
         assert!(text.contains(flag), "{text}");
     }
+}
+
+/// Image sides follow the model: the tiny model halves latents once in its UNet and pixels once in its VAE, so any
+/// multiple of 4 works (the size step used to be a hard-coded 8 × the VAE's factor, 16 here). Final latents written
+/// by `--latents-out` carry no seed metadata, and generation reads them back.
+#[test]
+fn sizes_follow_the_models_depth_and_latents_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let (model, photo, device) = (tiny_model(), fixtures().join("photos/camera.png"), device_name());
+    let (seed, image, latents, again) = (
+        dir.path().join("seed.safetensors"),
+        dir.path().join("image.png"),
+        dir.path().join("latents.safetensors"),
+        dir.path().join("again.png"),
+    );
+    let common = ["--model", path(&model), "--device", &device, "--quiet"];
+    let mut args = vec!["invert", "--image", path(&photo), "--prompt", "a man", "--size", "36", "--steps", "2"];
+    args.extend(["--adjust", "0", "--method", "ddim", "--output", path(&seed)]);
+    assert!(fpi(&[&args[..], &common].concat()).status.success());
+    assert_eq!(Seed::from_bytes(&std::fs::read(&seed).unwrap()).unwrap().shape, [1, 4, 18, 18]);
+
+    let args = ["generate", "--prompt", "a man", "--random-seed", "3", "--size", "36", "--steps", "2"];
+    let out = fpi(&[&args[..], &["--output", path(&image), "--latents-out", path(&latents)], &common].concat());
+    assert!(out.status.success());
+    let file = Seed::from_bytes(&std::fs::read(&latents).unwrap()).unwrap();
+    assert_eq!((file.shape, file.info), ([1, 4, 18, 18], None));
+
+    let args = ["generate", "--prompt", "a man", "--init-latents", path(&latents), "--steps", "1"];
+    assert!(fpi(&[&args[..], &["--output", path(&again)], &common].concat()).status.success());
+    assert_eq!(image_pixels(&again).len(), 36 * 36 * 3);
 }

@@ -1,15 +1,17 @@
-//! The inversion core: the DDIM schedule against diffusers, sampling and inversion against a PyTorch reference on the
-//! tiny model, the method's behaviour (error falls as K grows), and closed-form answers from an analytic predictor.
+//! The inversion core on the tiny model: the DDIM schedule against diffusers, sampling and inversion against a
+//! PyTorch reference, the method's behaviour (error falls as K grows), and the browser case's native reference.
+//! (The model-free tests against closed-form answers are `fpi-core`'s own.)
 
 mod common;
 
 use std::ops::ControlFlow;
 
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::Tensor;
 use common::*;
 use fpi_core::predictor::{Guided, NoisePredictor};
-use fpi_core::schedule::{DdimSchedule, SchedulerConfig, ddim_coefficients};
-use fpi_core::solver::{Method, Observer, invert, invert_step, sample};
+use fpi_core::schedule::{DdimSchedule, SchedulerConfig};
+use fpi_core::settings::{InvertSettings, Method};
+use fpi_core::solver::{Observer, invert, sample};
 use fpi_models::unet::UNet2DConditionModel;
 use fpi_pipeline::predictor::UNetPredictor;
 
@@ -20,8 +22,8 @@ fn refs() -> References {
 }
 
 fn schedule() -> DdimSchedule {
-    let path = tiny_model().join("scheduler/scheduler_config.json");
-    DdimSchedule::new(&SchedulerConfig::from_file(&path).unwrap(), STEPS).unwrap()
+    let text = std::fs::read_to_string(tiny_model().join("scheduler/scheduler_config.json")).unwrap();
+    DdimSchedule::new(&SchedulerConfig::parse(&text).unwrap(), STEPS).unwrap()
 }
 
 fn quiet() -> impl FnMut(&fpi_core::solver::Progress) -> ControlFlow<()> {
@@ -129,130 +131,6 @@ fn reconstruction_error_falls_as_iterations_grow() {
     assert!(errors[2] < 0.02, "{errors:?}");
 }
 
-/// ε(z, t) = λ·z: the implicit step z = a·z_prev + b·λ·z has the fixed point z* = a·z_prev / (1 − bλ).
-struct Linear(f32);
-
-impl NoisePredictor for Linear {
-    fn predict(&self, latents: Tensor<4>, _timestep: usize) -> Tensor<4> {
-        latents.mul_scalar(self.0)
-    }
-}
-
-fn analytic_case() -> (DdimSchedule, usize, f64, f64) {
-    let schedule = schedule();
-    let i = 0; // the noisiest step: from ā(961) to ā(981), where b is largest
-    let t = schedule.timesteps[i];
-    (schedule.clone(), t, schedule.alpha_cumprod_prev(i), schedule.alphas_cumprod[t])
-}
-
-fn z_prev() -> Tensor<4> {
-    let values: Vec<f32> = (0..4 * 8 * 8).map(|i| ((i as f32) * 0.37).sin()).collect();
-    Tensor::from_data(TensorData::new(values, [1, 4, 8, 8]), &device())
-}
-
-#[test]
-fn fixed_point_iterations_converge_to_the_closed_form_solution() {
-    let (_, t, alpha_prev, alpha_t) = analytic_case();
-    let (a, b) = ddim_coefficients(alpha_prev, alpha_t);
-    let lambda = 3.0;
-    let scale = a / (1.0 - b * lambda as f64);
-    let run = pollster::block_on(invert_step(&Linear(lambda), z_prev(), alpha_prev, alpha_t, t, fpi(60), |_, _| {
-        ControlFlow::Continue(())
-    }));
-    let solution = run.unwrap();
-    let expected: Vec<f32> = values(z_prev()).iter().map(|v| (*v as f64 * scale) as f32).collect();
-    let err = rel_l2(&values(solution.z), &expected);
-    assert!(err < 1e-5, "relative error {err:.2e} to the fixed point (bλ = {:.3})", b * lambda as f64);
-    // Geometric convergence down to float rounding.
-    let residuals = &solution.residuals;
-    assert!(residuals[..6].windows(2).all(|w| w[1] < w[0]), "{residuals:?}");
-    assert!(residuals.iter().copied().fold(f64::INFINITY, f64::min) < 1e-6, "{residuals:?}");
-}
-
-#[test]
-fn tolerance_stops_at_the_first_iteration_below_it() {
-    let (_, t, alpha_prev, alpha_t) = analytic_case();
-    let (a, b) = ddim_coefficients(alpha_prev, alpha_t);
-    let lambda = 3.0f64;
-    // zⁱ = sᵢ·z_prev with s₀ = 1, sᵢ₊₁ = a + bλ·sᵢ; the residual of iteration i is |sᵢ₊₁ − sᵢ| / |sᵢ|.
-    let mut s = vec![1.0f64];
-    for _ in 0..20 {
-        s.push(a + b * lambda * s.last().unwrap());
-    }
-    let closed_form: Vec<f64> = s.windows(2).map(|w| (w[1] - w[0]).abs() / w[0].abs()).collect();
-    let tolerance = 1e-3;
-    let expected_iterations = closed_form.iter().position(|&r| r < tolerance).unwrap() + 1;
-    assert!(expected_iterations > 2, "the case should need a few iterations");
-
-    let method = Method::FixedPoint { iterations: 20, tolerance: Some(tolerance) };
-    let run =
-        pollster::block_on(invert_step(&Linear(lambda as f32), z_prev(), alpha_prev, alpha_t, t, method, |_, _| {
-            ControlFlow::Continue(())
-        }));
-    let solution = run.unwrap();
-    let (z, residuals) = (solution.z, solution.residuals);
-    assert_eq!(residuals.len(), expected_iterations, "{residuals:?} vs {closed_form:?}");
-    for (ours, theirs) in residuals.iter().zip(&closed_form) {
-        assert!((ours - theirs).abs() <= 1e-4 * theirs.max(1e-3), "{ours} vs {theirs}");
-    }
-    let expected: Vec<f32> = values(z_prev()).iter().map(|v| (*v as f64 * s[expected_iterations]) as f32).collect();
-    assert!(rel_l2(&values(z), &expected) < 1e-6);
-}
-
-#[test]
-fn a_growing_residual_keeps_the_best_iterate() {
-    let (_, t, alpha_prev, alpha_t) = analytic_case();
-    let (a, b) = ddim_coefficients(alpha_prev, alpha_t);
-    // ε = λ·z with bλ = −1.5 diverges: zⁱ = sᵢ·z_prev, sᵢ₊₁ = a + bλ·sᵢ, residual of zⁱ = |sᵢ₊₁ − sᵢ| / |sᵢ|.
-    let lambda = -1.5 / b;
-    let mut s = vec![1.0f64];
-    for _ in 0..6 {
-        s.push(a + b * lambda * s.last().unwrap());
-    }
-    let closed_form: Vec<f64> = s.windows(2).map(|w| (w[1] - w[0]).abs() / w[0].abs()).collect();
-    let best = (1..6).min_by(|&i, &j| closed_form[i].total_cmp(&closed_form[j])).unwrap();
-    assert!(closed_form[5] > closed_form[best], "the case must diverge: {closed_form:?}");
-
-    let run =
-        pollster::block_on(invert_step(&Linear(lambda as f32), z_prev(), alpha_prev, alpha_t, t, fpi(6), |_, _| {
-            ControlFlow::Continue(())
-        }));
-    let solution = run.unwrap();
-    assert_eq!(solution.kept, best, "residuals {:?}", solution.residuals);
-    let expected: Vec<f32> = values(z_prev()).iter().map(|v| (*v as f64 * s[best]) as f32).collect();
-    assert!(rel_l2(&values(solution.z), &expected) < 1e-5);
-}
-
-/// With an exactly invertible step (the analytic predictor), sampling undoes converged inversion over all 50 steps.
-#[test]
-fn sampling_undoes_converged_inversion_with_the_analytic_predictor() {
-    let p = Linear(0.5);
-    let z0 = z_prev();
-    let method = Method::FixedPoint { iterations: 100, tolerance: Some(1e-7) };
-    let back = run_sample(&p, run_invert(&p, z0.clone(), method));
-    let err = rel_l2(&values(back), &values(z0.clone()));
-    assert!(err < 1e-4, "{err:.2e}");
-    // DDIM inversion (ε at the previous latent) does not undo sampling exactly.
-    let ddim = run_sample(&p, run_invert(&p, z0.clone(), Method::Ddim));
-    assert!(rel_l2(&values(ddim), &values(z0)) > 10.0 * err);
-}
-
-#[test]
-fn guidance_of_an_unconditional_predictor_changes_nothing() {
-    let guided = Guided { inner: Linear(0.7), scale: 7.5 };
-    let z = z_prev();
-    let err = rel_l2(&values(guided.predict(z.clone(), 981)), &values(Linear(0.7).predict(z, 981)));
-    assert!(err < 1e-6);
-}
-
-#[test]
-fn cancelling_stops_a_run() {
-    let observer: &mut Observer<'_> =
-        &mut |p| if p.step == 3 { ControlFlow::Break(()) } else { ControlFlow::Continue(()) };
-    let result = pollster::block_on(invert(&Linear(0.5), &schedule(), z_prev(), STEPS, fpi(2), observer));
-    assert!(matches!(result, Err(fpi_core::solver::RunError::Cancelled)));
-}
-
 /// The browser case (`tests/fixtures/web-case.json`): settings and a photo. The web build must give the seed and
 /// PSNR recorded in `reference/web-case.*`; this test checks that the native build gives them too (so the browser
 /// tests compare the browser with native), and rewrites them when `FPI_WRITE_WEB_REFERENCE=1`.
@@ -260,22 +138,15 @@ fn cancelling_stops_a_run() {
 fn the_browser_case_matches_its_native_reference() {
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(fixtures().join("web-case.json")).unwrap()).unwrap();
-    let case: fpi_pipeline::InvertRequest = serde_json::from_value(json.clone()).unwrap();
-    let settings = case.settings().unwrap();
+    let settings: InvertSettings = serde_json::from_value(json.clone()).unwrap();
     let pipeline =
         pollster::block_on(fpi_pipeline::Pipeline::load(&folder(&tiny_model()), device(), &mut |_, _, _| {})).unwrap();
     let bytes = std::fs::read(fixtures().join(json["image"].as_str().unwrap())).unwrap();
-    let image = fpi_pipeline::image_io::square(fpi_pipeline::image_io::decode(&bytes).unwrap(), case.size);
-    let z0 = pipeline.encode(&image);
-    let mut observe = |_: fpi_pipeline::pipeline::Phase, _: &fpi_core::solver::Progress| ControlFlow::Continue(());
-    let inversion = pollster::block_on(pipeline.invert(z0.clone(), &settings, &mut observe)).unwrap();
-    let check =
-        pollster::block_on(pipeline.check_reconstruction(&inversion, z0, &image, &settings, &mut observe)).unwrap();
-    let seed = fpi_core::seed::Seed {
-        latents: values(inversion.seed.clone()),
-        shape: inversion.seed.dims(),
-        info: settings.seed_info(case.size, "tiny-sd"),
-    };
+    let image = fpi_pipeline::image_io::decode(&bytes).unwrap();
+    let mut observe = |_: fpi_pipeline::Phase, _: &fpi_core::solver::Progress| ControlFlow::Continue(());
+    let inverted = pollster::block_on(pipeline.invert_image(&image, &settings, "tiny-sd", &mut observe)).unwrap();
+    let check = pollster::block_on(pipeline.check_reconstruction(&inverted, &mut observe)).unwrap();
+    let seed = inverted.seed;
 
     let (seed_path, json_path) =
         (fixtures().join("reference/web-case.safetensors"), fixtures().join("reference/web-case.json"));
@@ -288,7 +159,7 @@ fn the_browser_case_matches_its_native_reference() {
     let reference = fpi_core::seed::Seed::from_bytes(&std::fs::read(&seed_path).unwrap()).unwrap();
     let results: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
     assert_eq!(seed.shape, reference.shape);
-    assert_eq!(seed.info.prompt, reference.info.prompt);
+    assert_eq!(seed.info, reference.info);
     let err = rel_l2(&seed.latents, &reference.latents);
     assert!(err <= 1e-4, "seed differs from the reference by {err:.2e}");
     let psnr = results["psnr"].as_f64().unwrap();

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs the test suite: every native test on the ndarray backend; the model tests and the CLI end to end on wgpu
 # (a GPU, or lavapipe where there is none); then the browser: the wasm32 tests in headless Chromium on WebGPU, and
-# the page test on the built site. (Each cargo command names --workspace, so all resolve the same features and
-# share one build.)
+# the page test on the built site. (Each native cargo command names --workspace, so all resolve the same features and
+# share one build; the wasm32 build is its own.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo test --workspace

@@ -1,30 +1,95 @@
 // The page: gathers the model, the photo and the settings, and shows what the worker (worker.js) reports.
 // Nothing heavy happens here; see worker.js for the message protocol.
 //
-// State for tests and styling is mirrored on <body>: data-webgpu (checking | ok | missing), data-model
-// (none | loading | loaded | failed) and data-run (idle | running | done | cancelled | failed).
+// What can change lives in one object, `state`, changed only by setState, which then calls render. render mirrors
+// the state on <body> for tests and styling: data-webgpu (checking | ok | missing), data-model (none | loading |
+// loaded | failed), data-run (idle | running | done | cancelled | failed) and data-phase (adjust | invert | sample:
+// the phase the run reported last); #model-info carries data-name, data-cached and data-downloaded once a model
+// is loaded. It also enables the controls and shows the boxes that fit the state.
 
 import { CACHE_NAME, folderFiles, looseFiles, modelBase, walkEntry } from './model-files.js';
 
 const $ = (id) => document.getElementById(id);
-const body = document.body;
+
+/** The page's state: read it anywhere, change it only with setState. */
+const state = {
+  webgpu: 'checking', // checking | ok | missing
+  whyNoWebGpu: '', // when missing: why, in words
+  ready: false, // WebGPU and the wasm module are usable in the current worker
+  model: 'none', // none | loading | loaded | failed
+  modelInfo: null, // the loaded model: { name, adapter, software, files, cached, downloaded }
+  sizeStep: 64, // image sides must be multiples of this
+  lastModel: null, // the last load request, to reload after a hard stop
+  photo: null, // { file, stem }
+  run: 'idle', // idle | running | done | cancelled | failed
+  phase: null, // adjust | invert | sample: the phase the run reported last
+  phaseStart: 0, // when that phase began (performance.now())
+  job: null, // the running inversion: { stem, iterations, start }
+  cancelRequested: false, // the soft cancel was sent; the Cancel button now stops at once
+  dragDepth: 0, // how deep inside the page files are being dragged (0: not dragging)
+};
+
+/** Changes the state and shows it. */
+function setState(patch) {
+  Object.assign(state, patch);
+  render();
+}
+
+/** The state that ends a run (outcome: done | cancelled | failed), with `patch`. */
+const endRun = (outcome, patch = {}) => setState({ run: outcome, job: null, cancelRequested: false, ...patch });
+
+/** A model is loading or an inversion is running: nothing else may start. */
+const busy = () => state.model === 'loading' || state.run === 'running';
+
+/** The loaded model in one line. */
+function describeModel({ name, adapter, software, files, cached, downloaded }) {
+  const origin = downloaded || cached ? ` (${cached} from cache, ${downloaded} downloaded)` : '';
+  const slow = software ? ' A software adapter: expect it to be slow.' : '';
+  return `${name}: ${files} files${origin}, on ${adapter} (weights in f32).${slow}`;
+}
+
+/** Writes the state into the page: <body>'s data-* attributes, the controls, the boxes. */
+function render() {
+  const { dataset } = document.body;
+  dataset.webgpu = state.webgpu;
+  dataset.model = state.model;
+  dataset.run = state.run;
+  if (state.phase) dataset.phase = state.phase;
+  else delete dataset.phase;
+
+  $('webgpu-missing').hidden = state.webgpu !== 'missing';
+  $('webgpu-reason').textContent = state.whyNoWebGpu;
+
+  for (const id of ['model-folder', 'model-files', 'model-url', 'load-url']) $(id).disabled = !state.ready || busy();
+  $('clear-cache').disabled = busy();
+  $('load-box').hidden = state.model !== 'loading';
+  const info = $('model-info');
+  const model = state.modelInfo;
+  info.textContent = model ? describeModel(model) : '';
+  for (const key of ['name', 'cached', 'downloaded']) {
+    if (model) info.dataset[key] = String(model[key]);
+    else delete info.dataset[key];
+  }
+
+  const size = $('size');
+  size.min = size.step = String(state.sizeStep);
+  $('size-hint').textContent = `a multiple of ${state.sizeStep}`;
+  $('photo-figure').hidden = !state.photo;
+
+  $('invert').disabled = state.model !== 'loaded' || !state.photo || busy();
+  $('cancel').disabled = state.run !== 'running';
+  $('cancel').textContent = state.cancelRequested ? 'Stop now' : 'Cancel';
+  $('run-box').hidden = !['running', 'done'].includes(state.run);
+  $('drop-overlay').hidden = state.dragDepth === 0;
+}
 
 let worker = null;
-let ready = false; // WebGPU and the wasm module are usable
-let loading = false;
-let modelLoaded = false;
-let sizeStep = 64;
-let running = false;
-let cancelRequested = false;
-let lastModel = null; // the last load request, to reload after a hard stop
-let photo = null; // { file, stem }
-let run = null; // { stem, iterations, start, phase, phaseStart } of the running inversion
 const blobUrls = new Map(); // element id → object URL, revoked when replaced
 
 // ---------------------------------------------------------------------------------------------------------------
 // Status line and activity log
 
-/// Shows one line of status (kind: 'info' | 'error' | 'done') and adds it to the activity log.
+/** Shows one line of status (kind: 'info' | 'warning' | 'error' | 'done') and adds it to the activity log. */
 function setStatus(text, kind = 'info') {
   const status = $('status');
   status.textContent = text;
@@ -35,13 +100,13 @@ function setStatus(text, kind = 'info') {
   $('log').append(item);
 }
 
-/// Reports an error: in the status line, the log and the console.
+/** Reports an error: in the status line, the log and the console. */
 function fail(text) {
   setStatus(text, 'error');
   console.error(`fpi: ${text}`);
 }
 
-/// 83.2 → "1:23"; 9.5 → "9.5 s".
+/** 83.2 → "1:23"; 9.5 → "9.5 s". */
 function clock(seconds) {
   if (seconds < 60) return `${seconds.toFixed(seconds < 10 ? 1 : 0)} s`;
   const s = Math.round(seconds);
@@ -50,7 +115,7 @@ function clock(seconds) {
   return h ? `${h}:${pad(m)}:${pad(s % 60)}` : `${m}:${pad(s % 60)}`;
 }
 
-/// Points an <img> or <a> at a new blob, releasing the previous one.
+/** Points an <img> or <a> at a new blob, releasing the previous one. */
 function setBlob(id, bytes, type) {
   const url = URL.createObjectURL(new Blob([bytes], { type }));
   if (blobUrls.has(id)) URL.revokeObjectURL(blobUrls.get(id));
@@ -65,16 +130,6 @@ function setBlob(id, bytes, type) {
 document.addEventListener('load', ({ target }) => {
   if (target.tagName === 'IMG') target.classList.toggle('pixelated', target.naturalWidth < 256);
 }, true);
-
-/// Enables exactly the controls that make sense now.
-function update() {
-  const busy = loading || running;
-  for (const id of ['model-folder', 'model-files', 'model-url', 'load-url']) $(id).disabled = !ready || busy;
-  $('clear-cache').disabled = busy;
-  $('invert').disabled = !modelLoaded || !photo || busy;
-  $('cancel').disabled = !running;
-  $('cancel').textContent = cancelRequested ? 'Stop now' : 'Cancel';
-}
 
 // ---------------------------------------------------------------------------------------------------------------
 // WebGPU detection: the page checks here, the worker checks where the model runs.
@@ -96,28 +151,26 @@ const mainGpuCheck = mainGpu();
 
 function showNoWebGpu(reason, detail) {
   const why = WHY_NO_WEBGPU[reason]() + (detail ? ` (${detail})` : '');
-  $('webgpu-reason').textContent = why;
-  $('webgpu-missing').hidden = false;
-  body.dataset.webgpu = 'missing';
+  setState({ webgpu: 'missing', whyNoWebGpu: why });
   fail(`WebGPU is not usable here: ${why}`);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
 // The worker
 
+const PHASE_LABELS = { adjust: 'adjusting', invert: 'inverting', sample: 'sampling back' };
+
 const handlers = {
   async hello({ gpu, wasm }) {
     const main = await mainGpuCheck;
     if (!main.ok) return showNoWebGpu(main.reason);
     if (!gpu.ok) return showNoWebGpu(gpu.reason === 'no-api' ? 'no-worker' : gpu.reason, gpu.detail);
-    body.dataset.webgpu = 'ok';
     if (!wasm.ok) {
-      body.dataset.model = 'failed';
+      setState({ webgpu: 'ok', model: 'failed' });
       return fail(`${wasm.error} (build the site with bash web/build.sh)`);
     }
-    ready = true;
-    update();
-    if (lastModel) return loadModel(lastModel); // after a hard stop
+    setState({ webgpu: 'ok', ready: true });
+    if (state.lastModel) return loadModel(state.lastModel); // after a hard stop
     setStatus(`ready (WebGPU: ${gpu.adapter || 'adapter found'}); choose a model`);
   },
 
@@ -128,59 +181,40 @@ const handlers = {
     $('load-text').textContent = text;
   },
 
-  loaded({ name, adapter, sizeStep: step, source }) {
-    loading = false;
-    modelLoaded = true;
-    sizeStep = step;
-    body.dataset.model = 'loaded';
-    $('load-box').hidden = true;
-
-    // Sizes must be multiples of the model's step.
+  loaded({ name, adapter, software, sizeStep, source }) {
+    // Sizes must be multiples of the model's step: the chosen one goes to the nearest.
     const size = $('size');
-    size.step = String(step);
-    size.min = String(step);
     const value = Number(size.value);
-    if (!(value >= step && value % step === 0)) size.value = String(Math.max(step, Math.round(value / step) * step || 512));
-    $('size-hint').textContent = `a multiple of ${step}`;
-
-    const origin = source.downloaded || source.cached ? ` (${source.cached} from cache, ${source.downloaded} downloaded)` : '';
-    const slow = /swiftshader|llvmpipe|lavapipe|software|basic render|\(cpu\b/i.test(adapter)
-      ? ' A software adapter: expect it to be slow.'
-      : '';
-    const info = $('model-info');
-    info.textContent = `${name}: ${source.files} files${origin}, on ${adapter}.${slow}`;
-    info.dataset.cached = String(source.cached);
-    info.dataset.downloaded = String(source.downloaded);
+    if (!(value >= sizeStep && value % sizeStep === 0)) {
+      size.value = String(Math.max(sizeStep, Math.round(value / sizeStep) * sizeStep || 512));
+    }
+    setState({ model: 'loaded', sizeStep, modelInfo: { name, adapter, software, ...source } });
     setStatus(`model loaded (adapter ${adapter})`, 'done');
-    update();
   },
 
   progress(p) {
-    if (!run) return;
+    const { job } = state;
+    if (!job) return;
     const now = performance.now();
-    if (p.phase !== run.phase) Object.assign(run, { phase: p.phase, phaseStart: now });
+    if (p.phase !== state.phase) setState({ phase: p.phase, phaseStart: now });
     const steps = Math.max(p.steps, 1);
-    // The model may not report the iterations per step: the settings know them (1 when sampling).
-    const iterations = p.phase === 'sample' ? 1 : Math.max(p.iterations ?? run.iterations, 1);
+    const iterations = p.phase === 'sample' ? 1 : job.iterations;
     // step counts from 0 and iteration from 1, as in fpi_core's Progress.
-    const fraction = Math.min(Math.max((p.step + Math.min(p.iteration ?? 1, iterations) / iterations) / steps, 0), 1);
+    const fraction = Math.min(Math.max((p.step + Math.min(p.iteration, iterations) / iterations) / steps, 0), 1);
     $('progress').value = fraction;
 
-    const label = { adjust: 'adjusting', invert: 'inverting', sample: 'sampling back' }[p.phase] ?? p.phase;
-    const parts = [label, `step ${p.step + 1}/${p.steps}`];
+    const parts = [PHASE_LABELS[p.phase] ?? p.phase, `step ${p.step + 1}/${p.steps}`];
     if (iterations > 1) parts.push(`iteration ${p.iteration}/${iterations}`);
     if (typeof p.residual === 'number') parts.push(`residual ${p.residual.toExponential(2)}`);
-    const phaseSeconds = (now - run.phaseStart) / 1000;
-    parts.push(clock((now - run.start) / 1000));
+    const phaseSeconds = (now - state.phaseStart) / 1000;
+    parts.push(clock((now - job.start) / 1000));
     if (fraction > 0.05 && fraction < 1) parts.push(`about ${clock((phaseSeconds / fraction) * (1 - fraction))} left in this phase`);
     $('progress-text').textContent = parts.join(' · ');
-    body.dataset.phase = p.phase;
   },
 
   result(r) {
-    running = false;
-    cancelRequested = false;
-    body.dataset.run = 'done';
+    const { job } = state;
+    if (!job) return;
     $('progress').value = 1;
     $('progress-text').textContent = `done in ${clock(r.seconds)}`;
 
@@ -188,53 +222,46 @@ const handlers = {
     setBlob('reconstruction', r.reconstruction, 'image/png');
     setBlob('download-seed', r.seed, 'application/octet-stream');
     setBlob('download-reconstruction', r.reconstruction, 'image/png');
-    $('download-seed').download = `${run.stem}.seed.safetensors`;
-    $('download-reconstruction').download = `${run.stem}.reconstruction.png`;
+    $('download-seed').download = `${job.stem}.seed.safetensors`;
+    $('download-reconstruction').download = `${job.stem}.reconstruction.png`;
 
     const psnr = `PSNR ${r.psnr.toFixed(2)} dB (VAE bound ${r.vaePsnr.toFixed(2)} dB)`;
     $('psnr').textContent = psnr;
     $('metrics').textContent =
       `latent error ${r.latentError.toExponential(2)} · ${r.evaluations} UNet evaluations · ${clock(r.seconds)}`;
+    // As the CLI warns: CLIP reads 77 tokens, and the rest of a longer prompt had no effect.
+    const dropped = r.droppedTokens > 0
+      ? `The prompt is longer than CLIP's 77 tokens: its last ${r.droppedTokens} tokens were ignored.`
+      : '';
+    $('prompt-warning').textContent = dropped;
+    $('prompt-warning').hidden = !dropped;
     $('result').hidden = false;
+    endRun('done');
     $('result').scrollIntoView({ behavior: 'smooth', block: 'start' });
+    if (dropped) setStatus(dropped, 'warning');
     setStatus(`done: ${psnr}`, 'done');
-    run = null;
-    update();
   },
 
   cancelled() {
-    running = false;
-    cancelRequested = false;
-    run = null;
-    body.dataset.run = 'cancelled';
-    $('run-box').hidden = true;
+    endRun('cancelled');
     setStatus('cancelled');
-    update();
   },
 
   error({ op, message }) {
     if (op === 'load-files' || op === 'load-url') {
-      loading = false;
-      modelLoaded = false; // the worker drops the old model before loading
-      body.dataset.model = 'failed';
-      $('load-box').hidden = true;
+      setState({ model: 'failed', modelInfo: null }); // the worker drops the old model before loading
       fail(`could not load the model: ${message}`);
     } else if (op === 'invert') {
-      running = false;
-      cancelRequested = false;
-      run = null;
-      body.dataset.run = 'failed';
-      $('run-box').hidden = true;
+      endRun('failed');
       fail(`inversion failed: ${message}`);
     } else {
       fail(message);
     }
-    update();
   },
 };
 
 function startWorker() {
-  ready = false;
+  setState({ ready: false });
   worker = new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
   worker.onmessage = ({ data }) => {
     const handler = handlers[data.type];
@@ -243,11 +270,9 @@ function startWorker() {
   };
   worker.onerror = (event) => {
     event.preventDefault();
-    if (loading) body.dataset.model = 'failed';
-    if (running) body.dataset.run = 'failed';
-    loading = running = false;
+    if (state.model === 'loading') setState({ model: 'failed' });
+    if (state.run === 'running') endRun('failed');
     fail(`the worker failed: ${event.message || 'it could not start (see the browser console)'}`);
-    update();
   };
   worker.onmessageerror = () => fail('a message from the worker could not be read');
 }
@@ -255,23 +280,17 @@ function startWorker() {
 // ---------------------------------------------------------------------------------------------------------------
 // Model: a picked or dropped folder, picked or dropped files, or a URL
 
-/// Starts loading; `what` describes the model in the status line (by default its URL, or name and file count).
+/** Starts loading; `what` describes the model in the status line (by default its URL, or name and file count). */
 function loadModel(request, what = null) {
-  lastModel = request;
-  loading = true;
-  modelLoaded = false;
-  body.dataset.model = 'loading';
-  $('load-box').hidden = false;
   $('load-progress').value = 0;
   $('load-text').textContent = 'starting…';
-  $('model-info').textContent = '';
+  setState({ lastModel: request, model: 'loading', modelInfo: null });
   what ??= request.type === 'load-url' ? request.base : `${request.name} (${request.files.size} files)`;
   setStatus(`loading the model ${what}…`);
   worker.postMessage(request);
-  update();
 }
 
-/// A folder's [path, File] pairs → a load request, or an error when it is not a model folder.
+/** A folder's [path, File] pairs → a load request, or an error when it is not a model folder. */
 function useFolder(pairs) {
   if (pairs.length === 0) return fail('the folder is empty');
   const { files, name, missing } = folderFiles(pairs);
@@ -282,7 +301,7 @@ function useFolder(pairs) {
   loadModel({ type: 'load-files', files, name });
 }
 
-/// Loose model files (not a folder) → a load request, or an error naming the files that do not fit.
+/** Loose model files (not a folder) → a load request, or an error naming the files that do not fit. */
 async function useFiles(picked) {
   setStatus(`reading ${picked.length} files…`);
   const { files, name, missing, unknown, clashes } = await looseFiles(picked);
@@ -332,21 +351,19 @@ $('clear-cache').addEventListener('click', async () => {
 // ---------------------------------------------------------------------------------------------------------------
 // Photo
 
-/// A PNG, JPEG or WebP file, by its type or name.
+/** A PNG, JPEG or WebP file, by its type or name. */
 const isImage = (file) => /^image\/(png|jpeg|webp)$/.test(file.type) || /\.(png|jpe?g|webp)$/i.test(file.name);
 
 function usePhoto(file) {
   if (!isImage(file)) {
     return fail(`${file.name} is not a PNG, JPEG or WebP image`);
   }
-  photo = { file, stem: file.name.replace(/\.[^.]*$/, '') || 'image' };
   const img = $('photo-preview');
   img.onload = () => ($('photo-info').textContent = `${file.name}, ${img.naturalWidth}×${img.naturalHeight}`);
   img.onerror = () => fail(`${file.name} could not be read as an image`);
   setBlob('photo-preview', file, file.type);
-  $('photo-figure').hidden = false;
+  setState({ photo: { file, stem: file.name.replace(/\.[^.]*$/, '') || 'image' } });
   setStatus(`photo: ${file.name}`);
-  update();
 }
 
 $('image').addEventListener('change', (event) => {
@@ -357,17 +374,11 @@ $('image').addEventListener('change', (event) => {
 // ---------------------------------------------------------------------------------------------------------------
 // Dropping a folder, model files or a photo anywhere on the page
 
-let dragDepth = 0;
 const carriesFiles = (event) => event.dataTransfer?.types.includes('Files');
 window.addEventListener('dragenter', (event) => {
-  if (!carriesFiles(event)) return;
-  dragDepth += 1;
-  $('drop-overlay').hidden = false;
+  if (carriesFiles(event)) setState({ dragDepth: state.dragDepth + 1 });
 });
-window.addEventListener('dragleave', () => {
-  dragDepth = Math.max(dragDepth - 1, 0);
-  if (dragDepth === 0) $('drop-overlay').hidden = true;
-});
+window.addEventListener('dragleave', () => setState({ dragDepth: Math.max(state.dragDepth - 1, 0) }));
 window.addEventListener('dragover', (event) => {
   if (!carriesFiles(event)) return;
   event.preventDefault(); // allow the drop
@@ -376,20 +387,21 @@ window.addEventListener('dragover', (event) => {
 window.addEventListener('drop', (event) => {
   if (!carriesFiles(event)) return;
   event.preventDefault();
-  dragDepth = 0;
-  $('drop-overlay').hidden = true;
+  setState({ dragDepth: 0 });
   // Entries must be taken now: the DataTransfer is emptied once this handler returns.
   const entries = [...event.dataTransfer.items].filter((item) => item.kind === 'file').map((item) => item.webkitGetAsEntry?.());
   const files = [...event.dataTransfer.files];
   dropped(entries.filter(Boolean), files).catch((e) => fail(`could not read the drop: ${e.message}`));
 });
 
-/// A drop: a folder (or several) is a model folder; several loose files, not all images, are the model's files;
-/// otherwise the (first) file is the photo.
+/**
+ * A drop: a folder (or several) is a model folder; several loose files, not all images, are the model's files;
+ * otherwise the (first) file is the photo.
+ */
 async function dropped(entries, files) {
   const folders = entries.filter((entry) => entry.isDirectory);
   const model = folders.length > 0 || (files.length > 1 && !files.every(isImage));
-  if (model && (!ready || loading || running)) return fail('a model can be dropped once WebGPU is ready and nothing runs');
+  if (model && (!state.ready || busy())) return fail('a model can be dropped once WebGPU is ready and nothing runs');
   if (folders.length) {
     setStatus(`reading the folder ${folders[0].name}…`);
     const pairs = [];
@@ -404,52 +416,60 @@ async function dropped(entries, files) {
 // ---------------------------------------------------------------------------------------------------------------
 // Inverting
 
-/// The settings from the form, checked; throws an Error with a message for the status line.
+/**
+ * The value of the number field `id`, checked against the field's own min, max and step (a whole step makes it
+ * a whole number; a step above 1, as the size's, a multiple of it). Throws an Error naming the field's label.
+ */
+function numberField(id) {
+  const input = $(id);
+  const label = input.closest('label').firstChild.textContent.trim();
+  const value = Number(input.value);
+  const min = input.min === '' ? -Infinity : Number(input.min);
+  const max = input.max === '' ? Infinity : Number(input.max);
+  const step = Number(input.step);
+  const whole = Number.isInteger(step); // guidance's step 0.5 is only what the arrows add
+  if (input.value.trim() === '' || !Number.isFinite(value) || value < min || value > max || (whole && !Number.isInteger(value))) {
+    const range = max < Infinity ? `from ${min} to ${max}` : `of at least ${min}`;
+    throw new Error(`${label} must be ${whole ? 'a whole number' : 'a number'} ${range}`);
+  }
+  if (whole && step > 1 && value % step !== 0) throw new Error(`${label} must be a multiple of ${step} for this model`);
+  return value;
+}
+
+/** The settings from the form, checked against its limits; throws an Error with a message for the status line. */
 function readSettings() {
-  const integer = (id, min, max = Infinity) => {
-    const v = Number($(id).value);
-    if (!Number.isInteger(v) || v < min || v > max) {
-      const name = $(id).closest('label').firstChild.textContent.trim().toLowerCase();
-      throw new Error(`${name} must be a whole number ${max < Infinity ? `from ${min} to ${max}` : `of at least ${min}`}`);
-    }
-    return v;
-  };
-  const size = integer('size', sizeStep);
-  if (size % sizeStep !== 0) throw new Error(`size must be a multiple of ${sizeStep} for this model`);
-  const steps = integer('steps', 1, 1000);
-  const guidance = Number($('guidance').value);
-  if (!(guidance >= 1)) throw new Error('guidance must be at least 1');
   return {
     prompt: $('prompt').value,
-    size,
-    steps,
+    size: numberField('size'),
+    steps: numberField('steps'),
     method: $('method').value,
-    iterations: integer('iterations', 1, 1000),
-    guidance,
-    adjust: integer('adjust', 0, steps),
+    iterations: numberField('iterations'),
+    guidance: numberField('guidance'),
+    adjust: numberField('adjust'),
   };
 }
 
 $('settings').addEventListener('submit', async (event) => {
   event.preventDefault();
-  if (!modelLoaded || !photo || running || loading) return;
+  const { photo } = state;
+  if (state.model !== 'loaded' || !photo || busy()) return;
   let settings;
   try {
     settings = readSettings();
   } catch (e) {
     return fail(e.message);
   }
-  running = true;
-  cancelRequested = false;
   const now = performance.now();
   const iterations = settings.method === 'fpi' ? settings.iterations : 1;
-  run = { stem: photo.stem, iterations, start: now, phase: null, phaseStart: now };
-  body.dataset.run = 'running';
-  delete body.dataset.phase;
-  $('run-box').hidden = false;
   $('progress').value = 0;
   $('progress-text').textContent = 'starting…';
-  update();
+  setState({
+    run: 'running',
+    phase: null,
+    phaseStart: now,
+    job: { stem: photo.stem, iterations, start: now },
+    cancelRequested: false,
+  });
   setStatus(`inverting ${photo.file.name} at ${settings.size}×${settings.size}, ${settings.steps} steps…`);
   try {
     const image = await photo.file.arrayBuffer();
@@ -460,25 +480,19 @@ $('settings').addEventListener('submit', async (event) => {
 });
 
 $('cancel').addEventListener('click', () => {
-  if (!running) return;
-  if (!cancelRequested) {
+  if (state.run !== 'running') return;
+  if (!state.cancelRequested) {
     // Soft: the worker stops after the UNet evaluation in progress.
-    cancelRequested = true;
     worker.postMessage({ type: 'cancel' });
+    setState({ cancelRequested: true });
     setStatus('cancelling after the current step… (Stop now ends it at once and reloads the model)');
-    update();
     return;
   }
   // Hard: end the worker (and the model with it), start a fresh one and reload the model.
   worker.terminate();
-  running = cancelRequested = modelLoaded = false;
-  run = null;
-  body.dataset.run = 'cancelled';
-  body.dataset.model = 'none';
-  $('run-box').hidden = true;
+  endRun('cancelled', { model: 'none', modelInfo: null });
   setStatus('stopped; reloading the model…');
   startWorker();
-  update();
 });
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -488,4 +502,3 @@ window.addEventListener('error', (event) => fail(`page error: ${event.message}`)
 window.addEventListener('unhandledrejection', (event) => fail(`page error: ${event.reason?.message ?? event.reason}`));
 
 startWorker();
-update();

@@ -3,13 +3,14 @@
 # and the page's static files. With FPI_WASM_OPT=1, wasm-opt from npm's binaryen (`npm ci`) also shrinks the wasm
 # (43 MB → 23 MB; it takes minutes).
 # Usage: bash web/build.sh [OUT]   (OUT defaults to target/site)
-# Needs: rustup target add wasm32-unknown-unknown; cargo install wasm-bindgen-cli --version <Cargo.lock's wasm-bindgen>
+# Needs: rustup target add wasm32-unknown-unknown, and wasm-bindgen-cli at Cargo.lock's version:
+#   cargo install wasm-bindgen-cli --version $(bash web/wasm-bindgen-version.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-target/site}
 
 cargo build --release --target wasm32-unknown-unknown -p fpi-web
-wanted=$(grep -A1 '^name = "wasm-bindgen"$' Cargo.lock | sed -n 's/^version = "\(.*\)"/\1/p')
+wanted=$(bash web/wasm-bindgen-version.sh)
 if ! wasm-bindgen --version 2>/dev/null | grep -qF "$wanted"; then
   echo "wasm-bindgen-cli $wanted is needed (the version in Cargo.lock): cargo install wasm-bindgen-cli --version $wanted" >&2
   exit 1

@@ -7,9 +7,11 @@
 // and Rust reads the tensors it needs with blob.slice(a, b). Placing loose files reads small configs and
 // safetensors headers only.
 
-/// The files Model.load needs: each entry lists alternatives, each alternative the files it takes (all of them).
-/// A URL load downloads the first alternative the server has: fp16 weights first, half the bytes of f32 (they
-/// become f32 on load either way). From a picked folder Model.load prefers f32 files when both are there.
+/**
+ * The files Model.load needs: each entry lists alternatives, each alternative the files it takes (all of them).
+ * A URL load downloads the first alternative the server has: fp16 weights first, half the bytes of f32 (they
+ * become f32 on load either way). From a picked folder Model.load prefers f32 files when both are there.
+ */
 export const MODEL_FILES = [
   [['unet/config.json']],
   [['unet/diffusion_pytorch_model.fp16.safetensors'], ['unet/diffusion_pytorch_model.safetensors']],
@@ -21,21 +23,31 @@ export const MODEL_FILES = [
   [['scheduler/scheduler_config.json']],
 ];
 
-/// "a (or b)" for an entry of MODEL_FILES, for messages.
+/** "a (or b)" for an entry of MODEL_FILES, for messages. */
 function describe(alternatives) {
   const [first, ...rest] = alternatives.map((files) => files.join(' + '));
   return rest.length ? `${first} (or ${rest.join(', or ')})` : first;
 }
 
-/// The entries of MODEL_FILES that `has(path)` finds in none of their alternatives, described for a message.
+/** The entries of MODEL_FILES that `has(path)` finds in none of their alternatives, described for a message. */
 export function missingFiles(has) {
   return MODEL_FILES.filter((alts) => !alts.some((files) => files.every(has))).map(describe);
 }
 
-/// Builds the model's file map from [path, File] pairs whose paths start somewhere above the model folder: the
-/// picker gives 'tiny-sd/unet/config.json', a drop '/tiny-sd/unet/config.json'. The model folder is the one
-/// holding unet/config.json (the shallowest, if several), so picking a folder one level up works too.
-/// Hidden files and folders (.git, .DS_Store) are left out. Returns { files, name, missing }.
+/**
+ * The paths of a model's files that `has(path)` finds: for each entry of MODEL_FILES, the files of its first
+ * alternative found whole (entries found in none are left out; see missingFiles).
+ */
+export function presentFiles(has) {
+  return MODEL_FILES.flatMap((alts) => alts.find((files) => files.every(has)) ?? []);
+}
+
+/**
+ * Builds the model's file map from [path, File] pairs whose paths start somewhere above the model folder: the
+ * picker gives 'tiny-sd/unet/config.json', a drop '/tiny-sd/unet/config.json'. The model folder is the one
+ * holding unet/config.json (the shallowest, if several), so picking a folder one level up works too.
+ * Hidden files and folders (.git, .DS_Store) are left out. Returns { files, name, missing }.
+ */
 export function folderFiles(pairs) {
   const visible = pairs
     .map(([path, file]) => [path.replace(/^\/+/, ''), file])
@@ -52,8 +64,10 @@ export function folderFiles(pairs) {
   return { files, name, missing: missingFiles((p) => files.has(p)) };
 }
 
-/// All files under a dropped FileSystemEntry (a folder or a single file), as [fullPath, File] pairs.
-/// Hidden folders are not entered, so dropping a git clone does not walk .git.
+/**
+ * All files under a dropped FileSystemEntry (a folder or a single file), as [fullPath, File] pairs.
+ * Hidden folders are not entered, so dropping a git clone does not walk .git.
+ */
 export async function walkEntry(entry, out = []) {
   if (entry.isFile) {
     out.push([entry.fullPath, await new Promise((resolve, reject) => entry.file(resolve, reject))]);
@@ -69,16 +83,16 @@ export async function walkEntry(entry, out = []) {
   return out;
 }
 
-/// Files that come with a diffusers model but that Model.load does not need: left out of loose files quietly.
+/** Files that come with a diffusers model but that Model.load does not need: left out of loose files quietly. */
 const SPARE_FILES = new Set([
   'tokenizer_config.json', 'special_tokens_map.json', 'added_tokens.json', 'model_index.json',
   'preprocessor_config.json', 'generation_config.json', '.gitattributes', 'README.md', 'LICENSE', 'LICENSE.md',
 ]);
 
-/// Configs larger than this are not read (SD's are a few kB; vocab.json and tokenizer.json are placed by name).
+/** Configs larger than this are not read (SD's are a few kB; vocab.json and tokenizer.json are placed by name). */
 const MAX_CONFIG_BYTES = 1 << 20;
 
-/// Where a loose file goes by its name alone: a path, 'spare' (not needed), or null when the name does not say.
+/** Where a loose file goes by its name alone: a path, 'spare' (not needed), or null when the name does not say. */
 export function placeByName(name) {
   if (['vocab.json', 'merges.txt', 'tokenizer.json'].includes(name)) return `tokenizer/${name}`;
   if (name === 'scheduler_config.json') return 'scheduler/scheduler_config.json';
@@ -86,9 +100,11 @@ export function placeByName(name) {
   return null;
 }
 
-/// The component a parsed config describes: 'unet' | 'vae' | 'text_encoder' | 'scheduler', 'spare' (a config
-/// Model.load does not need: the pipeline's, the safety checker's...), or null. Diffusers configs name their
-/// class in `_class_name`; transformers' CLIP config has `architectures` and `model_type` instead.
+/**
+ * The component a parsed config describes: 'unet' | 'vae' | 'text_encoder' | 'scheduler', 'spare' (a config
+ * Model.load does not need: the pipeline's, the safety checker's...), or null. Diffusers configs name their
+ * class in `_class_name`; transformers' CLIP config has `architectures` and `model_type` instead.
+ */
 export function configComponent(config) {
   const cls = typeof config?._class_name === 'string' ? config._class_name : '';
   if (cls === 'UNet2DConditionModel') return 'unet';
@@ -102,7 +118,7 @@ export function configComponent(config) {
   return null;
 }
 
-/// The config path of each component, for configComponent's answers.
+/** The config path of each component, for configComponent's answers. */
 const CONFIG_PATHS = {
   unet: 'unet/config.json',
   vae: 'vae/config.json',
@@ -110,8 +126,10 @@ const CONFIG_PATHS = {
   scheduler: 'scheduler/scheduler_config.json',
 };
 
-/// The tensor names in a safetensors file's header, reading only the header: 8 bytes of little-endian length,
-/// then that many bytes of JSON. Throws an Error when the blob is not a safetensors file.
+/**
+ * The tensor names in a safetensors file's header, reading only the header: 8 bytes of little-endian length,
+ * then that many bytes of JSON. Throws an Error when the blob is not a safetensors file.
+ */
 export async function safetensorsKeys(blob) {
   if (blob.size < 8) throw new Error('too short for safetensors');
   const n = new DataView(await blob.slice(0, 8).arrayBuffer()).getBigUint64(0, true);
@@ -121,9 +139,11 @@ export async function safetensorsKeys(blob) {
   return Object.keys(header).filter((key) => key !== '__metadata__');
 }
 
-/// The component whose tensors `keys` are: 'unet' | 'vae' | 'text_encoder', or null. The VAE is tested first:
-/// its encoder has encoder.down_blocks too. CLIP comes with the text_model. prefix or without it
-/// (embeddings.token_embedding.weight, encoder.layers.0...).
+/**
+ * The component whose tensors `keys` are: 'unet' | 'vae' | 'text_encoder', or null. The VAE is tested first:
+ * its encoder has encoder.down_blocks too. CLIP comes with the text_model. prefix or without it
+ * (embeddings.token_embedding.weight, encoder.layers.0...).
+ */
 export function weightsComponent(keys) {
   const any = (...prefixes) => keys.some((key) => prefixes.some((prefix) => key.startsWith(prefix)));
   if (any('decoder.', 'quant_conv.', 'post_quant_conv.')) return 'vae';
@@ -132,15 +152,17 @@ export function weightsComponent(keys) {
   return null;
 }
 
-/// A loose weights file's path for its component; '.fp16' stays in the name when the file's name had it.
+/** A loose weights file's path for its component; '.fp16' stays in the name when the file's name had it. */
 function weightsPath(component, name) {
   const fp16 = /(^|[._-])fp16([._-]|$)/i.test(name) ? '.fp16' : '';
   const stem = component === 'text_encoder' ? 'model' : 'diffusion_pytorch_model';
   return `${component}/${stem}${fp16}.safetensors`;
 }
 
-/// Where one loose file goes: { path } (a place in the diffusers layout), { spare: true } (not needed), or
-/// { why } (not recognised, with the reason).
+/**
+ * Where one loose file goes: { path } (a place in the diffusers layout), { spare: true } (not needed), or
+ * { why } (not recognised, with the reason).
+ */
 export async function placeFile(file) {
   const byName = placeByName(file.name);
   if (byName === 'spare') return { spare: true };
@@ -173,10 +195,12 @@ export async function placeFile(file) {
   return { why: 'not a model file' };
 }
 
-/// Builds the model's file map from loose Files (picked with <input multiple>, or dropped), which have lost
-/// their folders: each goes to its place by name and content (placeFile). Returns { files, name, missing,
-/// unknown, clashes }: unknown lists "name (why)" for the files that were not recognised, clashes "path: a, b"
-/// for places that several files claim (the map then holds none of them, so that missing names the place too).
+/**
+ * Builds the model's file map from loose Files (picked with <input multiple>, or dropped), which have lost
+ * their folders: each goes to its place by name and content (placeFile). Returns { files, name, missing,
+ * unknown, clashes }: unknown lists "name (why)" for the files that were not recognised, clashes "path: a, b"
+ * for places that several files claim (the map then holds none of them, so that missing names the place too).
+ */
 export async function looseFiles(picked) {
   const claims = new Map(); // path → Files
   const unknown = [];
@@ -194,8 +218,10 @@ export async function looseFiles(picked) {
   return { files, name: 'model', missing: missingFiles((p) => files.has(p)), unknown, clashes };
 }
 
-/// A user's model URL as the base the files are under: absolute, ending in '/'. A Hugging Face repository page
-/// (https://huggingface.co/org/name, or .../tree/main) becomes its file base (.../resolve/main/).
+/**
+ * A user's model URL as the base the files are under: absolute, ending in '/'. A Hugging Face repository page
+ * (https://huggingface.co/org/name, or .../tree/main) becomes its file base (.../resolve/main/).
+ */
 export function modelBase(text, relativeTo) {
   const url = new URL(text.trim(), relativeTo);
   if (url.hostname === 'huggingface.co') {
@@ -208,13 +234,15 @@ export function modelBase(text, relativeTo) {
   return url.href;
 }
 
-/// The Cache Storage cache that holds downloaded weights. Bump the version to drop every user's old copies.
+/** The Cache Storage cache that holds downloaded weights. Bump the version to drop every user's old copies. */
 export const CACHE_NAME = 'fpi-weights-v1';
 
-/// Fetches the model files under `base` (see modelBase) into Cache Storage, reusing what is cached already, and
-/// returns { files: Map<path, Blob>, cached, downloaded, bytes }. Bodies are streamed into the cache, never held
-/// whole in memory, and the Blobs come back from the cache (disk-backed). `report(text, done, total)` hears each
-/// file's progress (total is 0 when the server sends no content-length). Throws an Error with a one-line message.
+/**
+ * Fetches the model files under `base` (see modelBase) into Cache Storage, reusing what is cached already, and
+ * returns { files: Map<path, Blob>, cached, downloaded, bytes }. Bodies are streamed into the cache, never held
+ * whole in memory, and the Blobs come back from the cache (disk-backed). `report(text, done, total)` hears each
+ * file's progress (total is 0 when the server sends no content-length). Throws an Error with a one-line message.
+ */
 export async function fetchModel(base, report) {
   // Cache Storage needs a secure context; without it, files are fetched into (possibly in-memory) Blobs.
   const cache = globalThis.caches ? await caches.open(CACHE_NAME) : null;
@@ -243,7 +271,7 @@ export async function fetchModel(base, report) {
   return { files, ...count };
 }
 
-/// The first alternative whose files are all in the cache, or null.
+/** The first alternative whose files are all in the cache, or null. */
 async function findCached(cache, base, alternatives) {
   for (const paths of alternatives) {
     let all = true;
@@ -253,8 +281,10 @@ async function findCached(cache, base, alternatives) {
   return null;
 }
 
-/// One file as a Blob: from the cache, else downloaded into it. Null when the server answers 404 (or 403, which
-/// some buckets send for missing keys). Other failures throw.
+/**
+ * One file as a Blob: from the cache, else downloaded into it. Null when the server answers 404 (or 403, which
+ * some buckets send for missing keys). Other failures throw.
+ */
 async function fetchFile(cache, url, path, report, count) {
   const hit = cache && (await cache.match(url));
   if (hit) {
@@ -309,7 +339,7 @@ async function fetchFile(cache, url, path, report, count) {
   return blob;
 }
 
-/// 1234567 → "1.2 MB".
+/** 1234567 → "1.2 MB". */
 export function formatBytes(n) {
   const units = ['B', 'kB', 'MB', 'GB', 'TB'];
   let i = 0;

@@ -9,11 +9,12 @@
 //   worker → page
 //     { type: 'hello', gpu: { ok, reason, detail, adapter }, wasm: { ok, error } }   once, at start
 //     { type: 'load-status', text, done, total }            download and load progress
-//     { type: 'loaded', name, adapter, sizeStep, source: { files, cached, downloaded, bytes } }
-//     { type: 'progress', phase, step, steps, iteration, iterations, residual, timestep }   (as the model
-//       reports them: step counts from 0, iteration from 1; iterations may be undefined)
+//     { type: 'loaded', name, adapter, software, sizeStep, source: { files, cached, downloaded, bytes } }
+//       (adapter: the WebGPU adapter's name; software: true for a CPU or software adapter)
+//     { type: 'progress', phase, step, steps, iteration, residual, timestep }   (as the model reports them: step
+//       counts from 0, iteration from 1)
 //     { type: 'result', seed, original, reconstruction (ArrayBuffers), psnr, vaePsnr, latentError,
-//       evaluations, seconds }
+//       evaluations (all UNet evaluations of the run), droppedTokens (prompt tokens past CLIP's 77), seconds }
 //     { type: 'cancelled' }
 //     { type: 'error', op, message }                        op: the request that failed; message: one line
 //
@@ -29,14 +30,14 @@ let cancel = false;
 
 const post = (message, transfer = []) => self.postMessage(message, transfer);
 
-/// An error as one line of text (wasm errors may be Error objects, strings or anything else).
+/** An error as one line of text (wasm errors may be Error objects, strings or anything else). */
 function oneLine(e) {
   let text = e instanceof Error ? e.message : String(e);
   if (e instanceof WebAssembly.RuntimeError) text = `the wasm module crashed (${text}); reload the page`;
   return text.replace(/\s+/g, ' ').trim() || 'unknown error';
 }
 
-/// Is WebGPU usable here, in the worker, where the model runs? Workers can lack it where the page has it.
+/** Is WebGPU usable here, in the worker, where the model runs? Workers can lack it where the page has it. */
 async function probeGpu() {
   if (!self.isSecureContext) return { ok: false, reason: 'insecure' };
   if (!navigator.gpu) return { ok: false, reason: 'no-api' };
@@ -50,8 +51,10 @@ async function probeGpu() {
   }
 }
 
-/// Imports and initialises the wasm module (imported dynamically, so that a missing build is an error message
-/// instead of a worker that silently fails to start).
+/**
+ * Imports and initialises the wasm module (imported dynamically, so that a missing build is an error message
+ * instead of a worker that silently fails to start).
+ */
 async function startWasm() {
   try {
     wasm = await import('./pkg/fpi_web.js');
@@ -65,34 +68,34 @@ async function startWasm() {
 
 const started = Promise.all([probeGpu(), startWasm()]).then(([gpu, wasmState]) => post({ type: 'hello', gpu, wasm: wasmState }));
 
-/// Loads the model from a Map<path, Blob>, replacing the one loaded before.
+/** Loads the model from a Map<path, Blob>, replacing the one loaded before. */
 async function load(files, name, source) {
   if (!wasm) throw new Error('the wasm module is not loaded');
   model?.free?.();
   model = null;
   let last = 0;
   const onStatus = (text, done, total) => {
-    // Forward at most every 50 ms, and always the end of a part.
+    // text is 'loading {part}'. Forward at most every 50 ms, and always the end of a part.
     const now = Date.now();
     if (now - last < 50 && done < total) return;
     last = now;
-    const what = /^loading\b/i.test(text) ? text : `loading ${text}`;
     const of = total ? `: ${formatBytes(done)} of ${formatBytes(total)}` : '';
-    post({ type: 'load-status', text: `${what}${of}`, done, total });
+    post({ type: 'load-status', text: `${text}${of}`, done, total });
   };
   model = await wasm.Model.load(files, name, onStatus); // name: recorded in seed files' metadata
-  post({ type: 'loaded', name, adapter: model.adapter, sizeStep: model.size_step, source });
+  const { adapter, software_adapter: software, size_step: sizeStep } = model;
+  post({ type: 'loaded', name, adapter, software, sizeStep, source });
 }
 
-/// Inverts one photo and sends the result back.
+/** Inverts one photo and sends the result back. */
 async function invert(image, settings) {
   if (!model) throw new Error('no model is loaded');
   cancel = false;
   const start = performance.now();
   const onProgress = (p) => {
-    // Copy the fields: p may be a wasm-bindgen object, which does not survive postMessage.
-    const { phase, step, steps, iteration, iterations, residual, timestep } = p;
-    post({ type: 'progress', phase, step, steps, iteration, iterations, residual, timestep });
+    // Only the protocol's fields go to the page.
+    const { phase, step, steps, iteration, residual, timestep } = p;
+    post({ type: 'progress', phase, step, steps, iteration, residual, timestep });
     return !cancel;
   };
   let inv;
@@ -103,8 +106,9 @@ async function invert(image, settings) {
     throw e;
   }
   try {
-    // slice(): own copies, never views of wasm memory, so transferring them cannot detach that memory.
-    const [seed, original, reconstruction] = [inv.seed, inv.original, inv.reconstruction].map((a) => a.slice().buffer);
+    // wasm-bindgen's getters for Vec<u8> return copies (Uint8Arrays of their own, not views of wasm memory), so
+    // their buffers can be transferred as they are.
+    const [seed, original, reconstruction] = [inv.seed, inv.original, inv.reconstruction].map((a) => a.buffer);
     const result = {
       type: 'result',
       seed,
@@ -114,6 +118,7 @@ async function invert(image, settings) {
       vaePsnr: inv.vae_psnr,
       latentError: inv.latent_error,
       evaluations: inv.evaluations,
+      droppedTokens: inv.dropped_tokens,
       seconds: (performance.now() - start) / 1000,
     };
     post(result, [seed, original, reconstruction]);

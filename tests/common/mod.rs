@@ -34,7 +34,7 @@ pub fn device() -> Device {
         .get_or_init(|| {
             let name = std::env::var("FPI_TEST_DEVICE").unwrap_or_else(|_| "ndarray".into());
             let backend: Backend = name.parse().unwrap();
-            backend.device().unwrap()
+            backend.open().unwrap()
         })
         .clone()
 }
@@ -100,6 +100,16 @@ pub fn model_references() -> References {
     References::open(&fixtures().join("reference/models.safetensors"))
 }
 
+/// The variant models (`tests/fixtures/tiny-variants/`): the tiny model's options set the other way.
+pub fn variants() -> PathBuf {
+    fixtures().join("tiny-variants")
+}
+
+/// The variant models' references (`tests/fixtures/reference/variants.safetensors`).
+pub fn variant_references() -> References {
+    References::open(&fixtures().join("reference/variants.safetensors"))
+}
+
 /// A tensor's values in host memory.
 pub fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.into_data().convert::<f32>().try_into_vec::<f32>().unwrap()
@@ -131,12 +141,44 @@ pub fn rewrite_safetensors(src: &Path, dst: &Path, rename: impl Fn(&str) -> Opti
 
 /// A copy of the tiny model's part `part` (config and other files) in a fresh temporary folder.
 pub fn copy_part(part: &str) -> tempfile::TempDir {
+    copy_part_of(&tiny_model(), part)
+}
+
+/// A copy of the part `part` of the model folder `model` in a fresh temporary folder.
+pub fn copy_part_of(model: &Path, part: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    let src = tiny_model().join(part);
+    let src = model.join(part);
     std::fs::create_dir(dir.path().join(part)).unwrap();
     for entry in std::fs::read_dir(&src).unwrap() {
         let entry = entry.unwrap();
         std::fs::copy(entry.path(), dir.path().join(part).join(entry.file_name())).unwrap();
     }
     dir
+}
+
+/// A copy of the whole tiny model in a fresh temporary folder called `tiny-sd`, to be edited by a test.
+pub fn copy_model() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("tiny-sd");
+    for part in ["scheduler", "text_encoder", "tokenizer", "unet", "vae"] {
+        std::fs::create_dir_all(root.join(part)).unwrap();
+        for entry in std::fs::read_dir(tiny_model().join(part)).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), root.join(part).join(entry.file_name())).unwrap();
+        }
+    }
+    dir
+}
+
+/// The model folder of a [`copy_model`] copy.
+pub fn copied_model(dir: &tempfile::TempDir) -> PathBuf {
+    dir.path().join("tiny-sd")
+}
+
+/// Rewrites `part/config.json` under the model folder `root` with `edit` applied.
+pub fn edit_config(root: &Path, part: &str, edit: impl FnOnce(&mut serde_json::Value)) {
+    let path = root.join(part).join("config.json");
+    let mut json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    edit(&mut json);
+    std::fs::write(&path, json.to_string()).unwrap();
 }

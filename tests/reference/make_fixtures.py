@@ -6,6 +6,7 @@ BPE file that the PyPI package open_clip_torch ships. Everything is seeded, so a
 
     python tests/reference/make_fixtures.py                 # tests/fixtures/ (committed)
     python tests/reference/make_fixtures.py --full DIR      # SD1.5-sized random model + references in DIR
+    python tests/reference/make_fixtures.py --variants-only # only tests/fixtures/tiny-variants/ + its references
 
 The tiny model is laid out like the real SD1.5 folder: legacy VAE attention names (query/key/value/proj_attn),
 CLIP keys with the `text_model.` prefix in `model.fp16.safetensors` (f16), the UNet in f32, PNDM scheduler config,
@@ -64,6 +65,24 @@ TINY_CLIP = dict(
     eos_token_id=49407,
     pad_token_id=1,
 )
+# The variants set each option the tiny model sets one way the other way, so the model code's other branches are
+# compared with diffusers too: linear projections, per-block heads, layers and transformer depths, sin-first
+# timestep features shifted by 1; a VAE without (post-)quantisation convolutions or mid-block attention; a CLIP with
+# exact GELU (and a small vocabulary, to stay small).
+VARIANT_UNET = dict(
+    TINY_UNET,
+    down_block_types=["CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+    up_block_types=["CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+    block_out_channels=[16, 32],
+    layers_per_block=[1, 2],
+    attention_head_dim=[2, 4],
+    transformer_layers_per_block=[1, 2],
+    use_linear_projection=True,
+    flip_sin_to_cos=False,
+    freq_shift=1,
+)
+VARIANT_VAE = dict(TINY_VAE, use_quant_conv=False, use_post_quant_conv=False, mid_block_add_attention=False)
+VARIANT_CLIP = dict(TINY_CLIP, vocab_size=1000, bos_token_id=998, eos_token_id=999, hidden_act="gelu")
 SD15_UNET = dict(
     sample_size=64,
     in_channels=4,
@@ -382,6 +401,44 @@ def inversion_fixtures(model: Path, refs_path: Path):
     save_file(contiguous(refs), refs_path)
 
 
+def variant_fixtures(out: Path, refs_path: Path):
+    """The variant UNet, VAE and CLIP (random weights) and diffusers'/transformers' outputs on them."""
+    torch.manual_seed(3)
+    unet = UNet2DConditionModel(**VARIANT_UNET).eval()
+    vae = AutoencoderKL(**VARIANT_VAE).eval()
+    clip = CLIPTextModel(CLIPTextConfig(**VARIANT_CLIP)).eval()
+    with torch.no_grad():
+        clip.embeddings.position_embedding.weight.normal_(0.0, 0.5)  # as in build(): so that a position bug shows
+    for part, model in (("unet", unet), ("vae", vae)):
+        (out / part).mkdir(parents=True, exist_ok=True)
+        config_json(model, out / part / "config.json")
+        save_file(contiguous(model.state_dict()), out / part / "diffusion_pytorch_model.safetensors")
+    (out / "text_encoder").mkdir(parents=True, exist_ok=True)
+    clip.config.architectures = ["CLIPTextModel"]
+    clip.config.to_json_file(out / "text_encoder" / "config.json")
+    clip_state = contiguous(clip.state_dict())
+    clip_state.pop("embeddings.position_ids", None)
+    save_file(clip_state, out / "text_encoder" / "model.safetensors")
+
+    g = torch.Generator().manual_seed(4)
+    refs = {}
+    with torch.no_grad():
+        refs["clip.ids"] = torch.randint(0, VARIANT_CLIP["vocab_size"], (2, 77), generator=g)
+        refs["clip.hidden"] = clip(refs["clip.ids"]).last_hidden_state
+        # Two rows at different timesteps: the timestep features differ per row.
+        refs["unet.sample"] = torch.randn(2, 4, 16, 16, generator=g)
+        refs["unet.timesteps"] = torch.tensor([981, 21], dtype=torch.int64)
+        refs["unet.context"] = torch.randn(2, 77, VARIANT_UNET["cross_attention_dim"], generator=g)
+        refs["unet.eps"] = unet(refs["unet.sample"], refs["unet.timesteps"], refs["unet.context"]).sample
+        refs["vae.image"] = (test_image(32) + 0.1 * torch.randn(1, 3, 32, 32, generator=g)).clamp(-1, 1)
+        posterior = vae.encode(refs["vae.image"]).latent_dist
+        refs["vae.mean"] = posterior.mean
+        refs["vae.logvar"] = posterior.logvar
+        refs["vae.latent"] = torch.randn(1, 4, 16, 16, generator=g)
+        refs["vae.decoded"] = vae.decode(refs["vae.latent"]).sample
+    save_file(contiguous(refs), refs_path)
+
+
 def photo_fixtures(out: Path):
     """Real photos from scikit-image, small: a non-square colour JPEG and a grey PNG."""
     from PIL import Image
@@ -395,12 +452,16 @@ def photo_fixtures(out: Path):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--full", type=Path, help="write an SD1.5-sized random model and references here instead")
+    ap.add_argument("--variants-only", action="store_true", help="write only the variant models and references")
     args = ap.parse_args()
     torch.set_num_threads(1 if not args.full else os.cpu_count())
     if args.full:
         build(args.full, SD15_UNET, SD15_VAE, SD15_CLIP, 32, args.full / "reference.safetensors", clip_f16=False)
         return
     fixtures = ROOT / "fixtures"
+    variant_fixtures(fixtures / "tiny-variants", fixtures / "reference" / "variants.safetensors")
+    if args.variants_only:
+        return
     model = fixtures / "tiny-sd"
     slow = build(model, TINY_UNET, TINY_VAE, TINY_CLIP, 16, fixtures / "reference" / "models.safetensors", True)
     token_fixtures(slow, fixtures / "tokenizer-json")

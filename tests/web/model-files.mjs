@@ -2,31 +2,34 @@
 // Placing loose model files (web/model-files.js: looseFiles and its helpers) in Node, with the tiny model's real
 // files and a few made-up ones:
 //
-//   node tests/web/model-files.mjs
+//   node tests/web/model-files.mjs        (or node --test tests/web/)
 //
-// Exit code 0 is a pass. Needs no browser: Node's File and Blob stand in for the page's.
+// node:test runs the tests and sets a non-zero exit code when one fails. Needs no browser: Node's File and Blob
+// stand in for the page's.
 
+import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
+import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { looseFiles, placeFile, safetensorsKeys, weightsComponent } from '../../web/model-files.js';
+import {
+  looseFiles, missingFiles, placeFile, presentFiles, safetensorsKeys, weightsComponent,
+} from '../../web/model-files.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const tiny = path.join(root, 'tests/fixtures/tiny-sd');
 
-let failures = 0;
-const check = (ok, message) => {
-  console.log(`${ok ? 'ok  ' : 'FAIL'} ${message}`);
-  if (!ok) failures += 1;
-};
-const same = (a, b) => JSON.stringify(a) === JSON.stringify(b);
+/** Whether tests/fixtures/tiny-sd has a file. */
+const inTiny = (rel) => fs.existsSync(path.join(tiny, rel));
+/** The files of tests/fixtures/tiny-sd that Model.load needs (by web/model-files.js's MODEL_FILES). */
+const TINY_FILES = presentFiles(inTiny);
 
-/// A fixture file as a File named `name` (its own name by default), read lazily from disk.
+/** A fixture file as a File named `name` (its own name by default), read lazily from disk. */
 async function fixture(rel, name = path.basename(rel)) {
   return new File([await fs.openAsBlob(path.join(tiny, rel))], name);
 }
 
-/// A safetensors file with these tensor names (no data: the header is all that is read).
+/** A safetensors file with these tensor names (no data: the header is all that is read). */
 function safetensors(name, keys) {
   const header = Object.fromEntries(keys.map((key) => [key, { dtype: 'F32', shape: [0], data_offsets: [0, 0] }]));
   const json = new TextEncoder().encode(JSON.stringify(header));
@@ -37,34 +40,32 @@ function safetensors(name, keys) {
 
 const json = (name, value) => new File([JSON.stringify(value)], name);
 
-const NINE = [
-  'unet/config.json', 'unet/diffusion_pytorch_model.safetensors', 'vae/config.json',
-  'vae/diffusion_pytorch_model.safetensors', 'text_encoder/config.json', 'text_encoder/model.fp16.safetensors',
-  'tokenizer/vocab.json', 'tokenizer/merges.txt', 'scheduler/scheduler_config.json',
-];
+/** The sorted keys of a looseFiles result's file map. */
+const places = (result) => [...result.files.keys()].sort();
 
-// The nine files of tests/fixtures/tiny-sd, as a picker gives them (names only), in a shuffled order.
-{
-  const files = await Promise.all([...NINE].reverse().map((rel) => fixture(rel)));
+test('the tiny model has every file Model.load needs', () => {
+  assert.deepEqual(missingFiles(inTiny), []);
+  assert.equal(TINY_FILES.length, 9, `tiny-sd's model files: ${TINY_FILES.join(', ')}`);
+});
+
+test("the tiny model's files, as a picker gives them (names only) in a shuffled order, go to their places", async () => {
+  const files = await Promise.all([...TINY_FILES].reverse().map((rel) => fixture(rel)));
   const result = await looseFiles(files);
-  check(same([...result.files.keys()].sort(), [...NINE].sort()), `the tiny model's 9 files go to their places: ${[...result.files.keys()].join(', ')}`);
-  const wrong = NINE.filter((rel) => result.files.get(rel)?.size !== fs.statSync(path.join(tiny, rel)).size);
-  check(wrong.length === 0, `each place holds its own file${wrong.length ? ` (not: ${wrong.join(', ')})` : ''}`);
-  check(result.missing.length === 0 && result.unknown.length === 0 && result.clashes.length === 0,
-    `nothing missing, unknown or clashing (${JSON.stringify(result.missing)} ${JSON.stringify(result.unknown)} ${JSON.stringify(result.clashes)})`);
-}
+  assert.deepEqual(places(result), [...TINY_FILES].sort());
+  for (const rel of TINY_FILES) {
+    assert.equal(result.files.get(rel).size, fs.statSync(path.join(tiny, rel)).size, `${rel} holds its own file`);
+  }
+  assert.deepEqual([result.missing, result.unknown, result.clashes], [[], [], []], 'nothing missing, unknown or clashing');
+});
 
-// With the spare files of the folder: left out quietly.
-{
+test("the folder's spare files are left out quietly", async () => {
   const spare = ['tokenizer/tokenizer_config.json', 'tokenizer/special_tokens_map.json', 'model_index.json'];
-  const files = await Promise.all([...NINE, ...spare].map((rel) => fixture(rel)));
-  const result = await looseFiles(files);
-  check(result.files.size === 9 && result.unknown.length === 0 && result.missing.length === 0,
-    `tokenizer_config.json, special_tokens_map.json and model_index.json are left out quietly (${result.unknown})`);
-}
+  const result = await looseFiles(await Promise.all([...TINY_FILES, ...spare].map((rel) => fixture(rel))));
+  assert.equal(result.files.size, TINY_FILES.length);
+  assert.deepEqual([result.missing, result.unknown], [[], []]);
+});
 
-// Renamed files are placed by content; '.fp16' stays only where the name had it.
-{
+test("renamed files are placed by content; '.fp16' stays only where the name had it", async () => {
   const files = await Promise.all([
     fixture('unet/config.json', 'unet-config.json'),
     fixture('unet/diffusion_pytorch_model.safetensors', 'unet_fp16.safetensors'),
@@ -82,37 +83,34 @@ const NINE = [
     'vae/diffusion_pytorch_model.safetensors', 'text_encoder/config.json', 'text_encoder/model.safetensors',
     'tokenizer/vocab.json', 'tokenizer/merges.txt', 'scheduler/scheduler_config.json',
   ];
-  check(same([...result.files.keys()].sort(), expected.sort()), `renamed files are placed by content: ${[...result.files.keys()].join(', ')}`);
-  check(result.missing.length === 0, `and the set is complete (${result.missing})`);
-}
+  assert.deepEqual(places(result), expected.sort());
+  assert.deepEqual(result.missing, [], 'and the set is complete');
+});
 
-// Safetensors headers: only the header is read, and the keys decide.
-{
+test('safetensors headers: only the header is read, and the keys decide', async () => {
   const file = await fixture('vae/diffusion_pytorch_model.safetensors');
   const ranges = [];
   const spy = { name: file.name, size: file.size, slice: (a, b) => (ranges.push([a, b]), file.slice(a, b)) };
   const keys = await safetensorsKeys(spy);
   const n = Number(new DataView(await file.slice(0, 8).arrayBuffer()).getBigUint64(0, true));
-  check(ranges.every(([a, b]) => b !== undefined && b <= 8 + n) && ranges.length === 2,
-    `safetensorsKeys reads ${JSON.stringify(ranges)} of ${file.size} bytes (header ${8 + n})`);
-  check(weightsComponent(keys) === 'vae', 'the VAE (encoder.down_blocks and decoder.) is the VAE');
-  check(weightsComponent(['embeddings.token_embedding.weight', 'encoder.layers.0.mlp.fc1.weight', 'final_layer_norm.weight']) === 'text_encoder',
-    'CLIP without the text_model. prefix is the text encoder');
-  check(weightsComponent(['encoder.down_blocks.0.resnets.0.conv1.weight', 'quant_conv.weight']) === 'vae', 'a VAE with quant_conv is the VAE');
-  check(weightsComponent(['down_blocks.0.resnets.0.conv1.weight']) === null, 'down_blocks without time_embedding is nothing');
-}
+  assert.equal(ranges.length, 2, `safetensorsKeys reads ${JSON.stringify(ranges)}`);
+  assert.ok(ranges.every(([a, b]) => b !== undefined && b <= 8 + n), `${JSON.stringify(ranges)} within the header (${8 + n} bytes)`);
+  assert.equal(weightsComponent(keys), 'vae', 'the VAE (encoder.down_blocks and decoder.) is the VAE');
+  const clip = ['embeddings.token_embedding.weight', 'encoder.layers.0.mlp.fc1.weight', 'final_layer_norm.weight'];
+  assert.equal(weightsComponent(clip), 'text_encoder', 'CLIP without the text_model. prefix is the text encoder');
+  assert.equal(weightsComponent(['encoder.down_blocks.0.resnets.0.conv1.weight', 'quant_conv.weight']), 'vae', 'a VAE with quant_conv');
+  assert.equal(weightsComponent(['down_blocks.0.resnets.0.conv1.weight']), null, 'down_blocks without time_embedding is nothing');
+});
 
-// Configs without _class_name: transformers' CLIP config by architectures or model_type alone.
-{
+test("configs without _class_name: transformers' CLIP config by model_type alone", async () => {
   const byType = await placeFile(json('config.json', { model_type: 'clip_text_model', hidden_size: 768 }));
-  check(byType.path === 'text_encoder/config.json', `model_type clip_text_model → ${JSON.stringify(byType)}`);
+  assert.deepEqual(byType, { path: 'text_encoder/config.json' });
   const ddim = await placeFile(json('config.json', { _class_name: 'DDIMScheduler' }));
-  check(ddim.path === 'scheduler/scheduler_config.json', `_class_name DDIMScheduler → ${JSON.stringify(ddim)}`);
-}
+  assert.deepEqual(ddim, { path: 'scheduler/scheduler_config.json' });
+});
 
-// Unrecognised files are named with the reason; clashes name both files; what lacks is reported.
-{
-  const files = await Promise.all([...NINE].map((rel) => fixture(rel)));
+test('unrecognised files are named with the reason; clashes name both files; what lacks is reported', async () => {
+  const files = await Promise.all(TINY_FILES.map((rel) => fixture(rel)));
   const extra = [
     new File(['hello'], 'notes.txt'),
     new File(['x'.repeat(100)], 'pytorch_model.bin'),
@@ -121,19 +119,22 @@ const NINE = [
     json('other.json', { _class_name: 'ControlNetModel' }),
   ];
   const result = await looseFiles([...files, ...extra]);
-  check(result.files.size === 9 && result.unknown.length === 5, `5 unrecognised files: ${result.unknown.join(', ')}`);
-  check(result.unknown.some((u) => u.startsWith('sd15.safetensors (a single-file checkpoint')), 'a single-file checkpoint is called one');
+  assert.equal(result.files.size, TINY_FILES.length);
+  assert.equal(result.unknown.length, 5, `5 unrecognised files: ${result.unknown.join(', ')}`);
+  assert.ok(result.unknown.some((u) => u.startsWith('sd15.safetensors (a single-file checkpoint')), 'a single-file checkpoint is called one');
 
   const clash = await looseFiles([...files, await fixture('unet/config.json', 'unet-copy.json')]);
-  check(same(clash.clashes, ['unet/config.json: config.json, unet-copy.json']), `two UNet configs clash: ${clash.clashes}`);
+  assert.deepEqual(clash.clashes, ['unet/config.json: config.json, unet-copy.json'], 'two UNet configs clash');
 
-  const noVae = await looseFiles(files.filter((_, i) => ![2, 3].includes(i)));
-  check(noVae.missing.length === 2 && noVae.missing.every((m) => m.startsWith('vae/')), `without the VAE: lacks ${noVae.missing.join(', ')}`);
+  const noVae = await looseFiles(files.filter((file, i) => !TINY_FILES[i].startsWith('vae/')));
+  assert.equal(noVae.missing.length, 2);
+  assert.ok(noVae.missing.every((m) => m.startsWith('vae/')), `without the VAE: lacks ${noVae.missing.join(', ')}`);
+});
 
-  // fp16 and f32 weights of one component are two places, not a clash (Model.load prefers f32).
-  const both = await looseFiles([...files, await fixture('unet/diffusion_pytorch_model.safetensors', 'diffusion_pytorch_model.fp16.safetensors')]);
-  check(both.clashes.length === 0 && both.files.has('unet/diffusion_pytorch_model.fp16.safetensors'), 'fp16 and f32 UNet weights side by side');
-}
-
-console.log(failures ? `FAIL: ${failures} checks failed` : 'PASS');
-process.exit(failures ? 1 : 0);
+test('fp16 and f32 weights of one component are two places, not a clash (Model.load prefers f32)', async () => {
+  const files = await Promise.all(TINY_FILES.map((rel) => fixture(rel)));
+  const fp16 = await fixture('unet/diffusion_pytorch_model.safetensors', 'diffusion_pytorch_model.fp16.safetensors');
+  const both = await looseFiles([...files, fp16]);
+  assert.deepEqual(both.clashes, []);
+  assert.ok(both.files.has('unet/diffusion_pytorch_model.fp16.safetensors'));
+});

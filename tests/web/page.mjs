@@ -11,28 +11,43 @@
 //   3. loads it again by picking its folder (#model-folder), inverts the case in tests/fixtures/web-case.json,
 //      downloads the seed and checks it and the PSNR against the native run in tests/fixtures/reference/
 //      (web-case.safetensors: relative L2 ≤ 1e-4; web-case.json's psnr: within 0.05 dB), and the seed's metadata
-//      against the case.
+//      against the case: every key, with the case's settings, the model's name as the page gives it and fpi's
+//      version.
 // Exit code 0 is a pass. Outputs in target/web-test/: seed.safetensors, finished.png (or failed.png).
-// Environment: FPI_CHROMIUM (default /usr/bin/chromium), FPI_WEB_TIMEOUT_S (the inversion's limit, default 600),
-// FPI_WEB_REFERENCE (the folder of web-case.safetensors and web-case.json, default tests/fixtures/reference).
+// Chromium runs with the flags the wasm32 tests use (crates/fpi-web/webdriver.json).
+// Environment: FPI_CHROMIUM (default: webdriver.json's binary), FPI_WEB_TIMEOUT_S (the inversion's limit, default
+// 600), FPI_WEB_REFERENCE (the folder of web-case.safetensors and web-case.json, default tests/fixtures/reference).
 
 import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+import { presentFiles } from '../../web/model-files.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const site = path.resolve(process.argv[2] ?? process.env.FPI_SITE ?? path.join(root, 'target/site'));
 const fixtures = path.join(root, 'tests/fixtures');
+const tinyModel = path.join(fixtures, 'tiny-sd');
 const referenceDir = path.resolve(process.env.FPI_WEB_REFERENCE ?? path.join(fixtures, 'reference'));
 const outDir = path.join(root, 'target/web-test');
-const chromiumPath = process.env.FPI_CHROMIUM ?? '/usr/bin/chromium';
+const chromeOptions = readJson(path.join(root, 'crates/fpi-web/webdriver.json'))['goog:chromeOptions'];
+const chromiumPath = process.env.FPI_CHROMIUM ?? chromeOptions.binary;
 const invertTimeout = Number(process.env.FPI_WEB_TIMEOUT_S ?? 600) * 1000;
 const loadTimeout = 300_000;
 
 const MAX_SEED_ERROR = 1e-4;
 const MAX_PSNR_DIFF = 0.05;
+
+/** The tiny model's files that Model.load needs (web/model-files.js's list, as tests/fixtures/tiny-sd has them). */
+const TINY_FILES = presentFiles((rel) => fs.existsSync(path.join(tinyModel, rel)));
+
+/** The settings a seed's metadata records, as web-case.json names them. */
+const SETTINGS = ['prompt', 'steps', 'guidance', 'method', 'iterations', 'adjust', 'size'];
+
+function readJson(file) {
+  return JSON.parse(fs.readFileSync(file, 'utf8'));
+}
 
 const t0 = Date.now();
 const log = (text) => console.log(`[${((Date.now() - t0) / 1000).toFixed(1).padStart(6)} s] ${text}`);
@@ -60,7 +75,7 @@ const MIME = {
 
 function serve() {
   const mounts = [
-    ['/fixtures/tiny-sd/', path.join(fixtures, 'tiny-sd')],
+    ['/fixtures/tiny-sd/', tinyModel],
     ['/', site],
   ];
   const server = http.createServer((req, res) => {
@@ -86,7 +101,7 @@ function serve() {
 // -------------------------------------------------------------------------------------------------------------
 // Seed files
 
-/// A safetensors file's tensor 'latents' (F32) and metadata.
+/** A safetensors file's tensor 'latents' (F32) and metadata. */
 function readSeed(file) {
   const buf = fs.readFileSync(file);
   check(buf.length >= 8, `${file}: too short for safetensors`);
@@ -106,7 +121,7 @@ function readSeed(file) {
   return { shape: tensor.shape, values, meta: header.__metadata__ ?? {} };
 }
 
-/// ‖a − b‖ / ‖b‖.
+/** ‖a − b‖ / ‖b‖. */
 function relativeError(a, b) {
   let diff = 0;
   let norm = 0;
@@ -120,7 +135,7 @@ function relativeError(a, b) {
 // -------------------------------------------------------------------------------------------------------------
 // The page
 
-/// Opens (or reloads) the page and waits for its WebGPU check; fails when WebGPU is missing.
+/** Opens (or reloads) the page and waits for its WebGPU check; fails when WebGPU is missing. */
 async function openPage(page, url) {
   await page.goto(url);
   await page.waitForFunction(() => document.body.dataset.webgpu !== 'checking', null, { timeout: 60_000 });
@@ -150,7 +165,7 @@ async function pageState(page) {
   }));
 }
 
-/// Waits until the model loaded (or failing, says why).
+/** Waits until the model loaded (or failing, says why). */
 async function waitModel(page) {
   await page.waitForFunction(
     () => ['loaded', 'failed'].includes(document.body.dataset.model) || document.getElementById('status').className === 'error',
@@ -162,7 +177,7 @@ async function waitModel(page) {
   return page.evaluate(() => ({ ...document.getElementById('model-info').dataset, text: document.getElementById('model-info').textContent }));
 }
 
-/// Loads the tiny model by URL, reloads, loads it again: the second time every file must come from the cache.
+/** Loads the tiny model by URL, reloads, loads it again: the second time every file must come from the cache. */
 async function checkUrlLoading(page, origin) {
   const load = async () => {
     await page.fill('#model-url', `${origin}/fixtures/tiny-sd/`);
@@ -179,42 +194,118 @@ async function checkUrlLoading(page, origin) {
     `after a reload every file should come from the cache: ${second.text}`);
 }
 
-/// The tiny model's files that Model.load needs, as tests/fixtures/tiny-sd holds them.
-const TINY_FILES = [
-  'unet/config.json', 'unet/diffusion_pytorch_model.safetensors', 'vae/config.json',
-  'vae/diffusion_pytorch_model.safetensors', 'text_encoder/config.json', 'text_encoder/model.fp16.safetensors',
-  'tokenizer/vocab.json', 'tokenizer/merges.txt', 'scheduler/scheduler_config.json',
-];
-
-/// Loads the tiny model from its files picked without their folders: the page places them by name and content.
+/** Loads the tiny model from its files picked without their folders: the page places them by name and content. */
 async function checkFilesLoading(page) {
   const start = Date.now();
-  await page.setInputFiles('#model-files', TINY_FILES.map((rel) => path.join(fixtures, 'tiny-sd', rel)));
+  await page.setInputFiles('#model-files', TINY_FILES.map((rel) => path.join(tinyModel, rel)));
   const info = await waitModel(page);
   log(`files load: ${info.text} (${((Date.now() - start) / 1000).toFixed(1)} s)`);
   check(info.text.includes(`${TINY_FILES.length} files`), `the model should come from ${TINY_FILES.length} files: ${info.text}`);
 }
 
-async function main() {
-  for (const file of ['index.html', 'app.js', 'worker.js', 'pkg/fpi_web.js']) {
-    check(fs.existsSync(path.join(site, file)), `${path.join(site, file)} is missing: build the site with bash web/build.sh`);
-  }
-  const testCase = JSON.parse(fs.readFileSync(path.join(fixtures, 'web-case.json'), 'utf8'));
-  fs.mkdirSync(outDir, { recursive: true });
-  for (const old of ['seed.safetensors', 'finished.png', 'failed.png']) fs.rmSync(path.join(outDir, old), { force: true });
+/** Loads the tiny model by picking its folder; returns the page's #model-info (name, text) and the seconds it took. */
+async function loadFolder(page) {
+  const start = Date.now();
+  await page.setInputFiles('#model-folder', tinyModel);
+  const info = await waitModel(page);
+  const seconds = (Date.now() - start) / 1000;
+  log(`folder load: ${info.text} (${seconds.toFixed(1)} s)`);
+  check(info.name === path.basename(tinyModel), `the page names the model '${info.name}', not after its folder`);
+  return { ...info, seconds };
+}
 
-  const server = await serve();
-  const origin = `http://127.0.0.1:${server.address().port}`;
-  log(`serving ${site} at ${origin}`);
-  const browser = await chromium.launch({
-    executablePath: chromiumPath,
-    args: [
-      '--headless=new', '--no-sandbox', '--enable-unsafe-webgpu', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic',
-    ],
-  });
+/** Enters the case's photo and settings, inverts and waits for the result: { psnr, seconds }. */
+async function invertCase(page, testCase) {
+  await page.setInputFiles('#image', path.join(fixtures, testCase.image));
+  await page.fill('#prompt', testCase.prompt);
+  await page.selectOption('#method', testCase.method);
+  for (const id of ['size', 'steps', 'iterations', 'guidance', 'adjust']) await page.fill(`#${id}`, String(testCase[id]));
+
+  const start = Date.now();
+  await page.click('#invert');
+  let state = await pageState(page);
+  let shown = '';
+  let lastShown = 0;
+  while (state.run === 'running' && state.statusKind !== 'error') {
+    check(Date.now() - start < invertTimeout, `no result after ${invertTimeout / 1000} s: ${state.progress}`);
+    if (state.progress !== shown && Date.now() - lastShown > 15_000) {
+      log(`progress: ${state.progress}`);
+      [shown, lastShown] = [state.progress, Date.now()];
+    }
+    await page.waitForTimeout(500);
+    state = await pageState(page);
+  }
+  const seconds = (Date.now() - start) / 1000;
+  check(state.run === 'done', `the inversion did not finish: ${state.status}`);
+  const psnrText = await page.textContent('#psnr');
+  log(`${psnrText}; ${await page.textContent('#metrics')}`);
+  const psnr = Number(psnrText.match(/-?\d+(\.\d+)?/)?.[0]);
+  check(Number.isFinite(psnr), `no PSNR in '${psnrText}'`);
+  return { psnr, seconds };
+}
+
+/** Downloads the seed as a user would, under the name the page gives it (after the photo); returns its path. */
+async function downloadSeed(page, testCase) {
+  const [download] = await Promise.all([page.waitForEvent('download'), page.click('#download-seed')]);
+  const stem = path.basename(testCase.image).replace(/\.[^.]*$/, '');
+  check(download.suggestedFilename() === `${stem}.seed.safetensors`,
+    `the seed downloads as ${download.suggestedFilename()}, not ${stem}.seed.safetensors`);
+  const seedFile = path.join(outDir, 'seed.safetensors');
+  await download.saveAs(seedFile);
+  return seedFile;
+}
+
+/** The version fpi records in seeds: the workspace's, from Cargo.toml. */
+function fpiVersion() {
+  const toml = fs.readFileSync(path.join(root, 'Cargo.toml'), 'utf8');
+  const version = toml.match(/^\[workspace\.package\][^[]*?^version\s*=\s*"([^"]+)"/m)?.[1];
+  check(version, 'Cargo.toml has no [workspace.package] version');
+  return version;
+}
+
+/**
+ * The seed's metadata holds exactly the case's settings (tolerance only when the case sets one; DDIM records 1
+ * iteration), the model's name as the page gives it, and fpi's version. Metadata values are strings: numbers are
+ * compared as numbers.
+ */
+function checkMetadata(meta, testCase, modelName) {
+  const expected = Object.fromEntries(SETTINGS.map((key) => [key, testCase[key]]));
+  if (testCase.method === 'ddim') expected.iterations = 1;
+  if (testCase.tolerance !== undefined) expected.tolerance = testCase.tolerance;
+  Object.assign(expected, { model: modelName, fpi_version: fpiVersion() });
+  for (const [key, want] of Object.entries(expected)) {
+    check(key in meta, `the seed's metadata lacks ${key} (it has: ${Object.keys(meta).join(', ') || 'nothing'})`);
+    const got = typeof want === 'number' ? Number(meta[key]) : meta[key];
+    check(got === want, `the seed's ${key} is ${JSON.stringify(meta[key])}, not ${JSON.stringify(want)}`);
+  }
+  const unexpected = Object.keys(meta).filter((key) => !(key in expected));
+  check(unexpected.length === 0, `the seed's metadata has keys the case does not set: ${unexpected.join(', ')}`);
+}
+
+/** The seed and the PSNR against the native run of the case (tests/fixtures/reference/web-case.*). */
+function compareWithNative(seed, run, loadSeconds) {
+  const refSeedFile = path.join(referenceDir, 'web-case.safetensors');
+  const refJsonFile = path.join(referenceDir, 'web-case.json');
+  for (const file of [refSeedFile, refJsonFile]) check(fs.existsSync(file), `${path.relative(root, file)} is missing (the native run of the case)`);
+  const reference = readSeed(refSeedFile);
+  check(JSON.stringify(seed.shape) === JSON.stringify(reference.shape),
+    `the seed's shape is [${seed.shape}], the reference's [${reference.shape}]`);
+  const error = relativeError(seed.values, reference.values);
+  const refPsnr = readJson(refJsonFile).psnr;
+  console.log(
+    `\nweb page: PSNR ${run.psnr.toFixed(2)} dB (native ${refPsnr.toFixed(2)} dB), seed [${seed.shape}] ` +
+      `relative error ${error.toExponential(2)} vs native; model load ${loadSeconds.toFixed(1)} s, ` +
+      `inversion ${run.seconds.toFixed(1)} s, all ${((Date.now() - t0) / 1000).toFixed(1)} s`,
+  );
+  check(error <= MAX_SEED_ERROR, `the seed differs from the native one by ${error.toExponential(2)} (limit ${MAX_SEED_ERROR})`);
+  check(Math.abs(run.psnr - refPsnr) <= MAX_PSNR_DIFF,
+    `PSNR ${run.psnr} dB differs from the native ${refPsnr} dB by more than ${MAX_PSNR_DIFF}`);
+}
+
+/** Headless Chromium with crates/fpi-web/webdriver.json's flags, and a page that logs its errors as they happen. */
+async function openBrowser() {
+  const browser = await chromium.launch({ executablePath: chromiumPath, args: chromeOptions.args });
   const page = await browser.newPage({ viewport: { width: 1100, height: 900 } });
-  // Errors from the page and its worker, and failed requests, are shown as they happen.
   page.on('console', (msg) => {
     if (msg.type() === 'error') log(`console error: ${msg.text()}`);
   });
@@ -223,7 +314,27 @@ async function main() {
     // The page probes alternatives under /fixtures/ (fp16 weights first, then f32): 404s there are expected.
     if (response.status() >= 400 && !response.url().includes('/fixtures/')) log(`HTTP ${response.status()} for ${response.url()}`);
   });
+  return { browser, page };
+}
 
+/** Takes a full-page screenshot into target/web-test/, with the sticky status line in its place. */
+async function screenshot(page, name) {
+  await page.evaluate(() => window.scrollTo(0, 0));
+  await page.screenshot({ path: path.join(outDir, name), fullPage: true });
+}
+
+async function main() {
+  for (const file of ['index.html', 'app.js', 'worker.js', 'model-files.js', 'pkg/fpi_web.js']) {
+    check(fs.existsSync(path.join(site, file)), `${path.join(site, file)} is missing: build the site with bash web/build.sh`);
+  }
+  const testCase = readJson(path.join(fixtures, 'web-case.json'));
+  fs.mkdirSync(outDir, { recursive: true });
+  for (const old of ['seed.safetensors', 'finished.png', 'failed.png']) fs.rmSync(path.join(outDir, old), { force: true });
+
+  const server = await serve();
+  const origin = `http://127.0.0.1:${server.address().port}`;
+  log(`serving ${site} at ${origin}`);
+  const { browser, page } = await openBrowser();
   try {
     await openPage(page, origin + '/');
     log('WebGPU ok');
@@ -235,79 +346,18 @@ async function main() {
       await checkFilesLoading(page);
       await openPage(page, origin + '/');
     }
-
-    // The model by picking its folder.
-    const loadStart = Date.now();
-    await page.setInputFiles('#model-folder', path.join(fixtures, 'tiny-sd'));
-    const info = await waitModel(page);
-    const loadSeconds = (Date.now() - loadStart) / 1000;
-    log(`folder load: ${info.text} (${loadSeconds.toFixed(1)} s)`);
-
-    // The case's photo and settings.
-    await page.setInputFiles('#image', path.join(fixtures, testCase.image));
-    await page.fill('#prompt', testCase.prompt);
-    await page.selectOption('#method', testCase.method);
-    for (const id of ['size', 'steps', 'iterations', 'guidance', 'adjust']) await page.fill(`#${id}`, String(testCase[id]));
-
-    const invertStart = Date.now();
-    await page.click('#invert');
-    let state = await pageState(page);
-    let shown = '';
-    let lastShown = 0;
-    while (state.run === 'running' && state.statusKind !== 'error') {
-      check(Date.now() - invertStart < invertTimeout, `no result after ${invertTimeout / 1000} s: ${state.progress}`);
-      if (state.progress !== shown && Date.now() - lastShown > 15_000) {
-        log(`progress: ${state.progress}`);
-        [shown, lastShown] = [state.progress, Date.now()];
-      }
-      await page.waitForTimeout(500);
-      state = await pageState(page);
-    }
-    const invertSeconds = (Date.now() - invertStart) / 1000;
-    check(state.run === 'done', `the inversion did not finish: ${state.status}`);
-    const psnrText = await page.textContent('#psnr');
-    const metrics = await page.textContent('#metrics');
-    log(`${psnrText}; ${metrics}`);
-    const psnr = Number(psnrText.match(/-?\d+(\.\d+)?/)?.[0]);
-    check(Number.isFinite(psnr), `no PSNR in '${psnrText}'`);
-
-    // The seed, downloaded as a user would.
-    const [download] = await Promise.all([page.waitForEvent('download'), page.click('#download-seed')]);
-    const stem = path.basename(testCase.image).replace(/\.[^.]*$/, '');
-    check(download.suggestedFilename() === `${stem}.seed.safetensors`,
-      `the seed downloads as ${download.suggestedFilename()}, not ${stem}.seed.safetensors`);
-    const seedFile = path.join(outDir, 'seed.safetensors');
-    await download.saveAs(seedFile);
-    await page.evaluate(() => window.scrollTo(0, 0)); // the status line is sticky: show it in its place
-    await page.screenshot({ path: path.join(outDir, 'finished.png'), fullPage: true });
+    const model = await loadFolder(page);
+    const run = await invertCase(page, testCase);
+    const seedFile = await downloadSeed(page, testCase);
+    await screenshot(page, 'finished.png');
     log(`saved ${path.relative(root, seedFile)} and target/web-test/finished.png`);
 
-    // Against the case and the native run.
     const seed = readSeed(seedFile);
-    check(seed.meta.prompt === testCase.prompt, `the seed's prompt is '${seed.meta.prompt}', not '${testCase.prompt}'`);
-    for (const key of ['size', 'steps', 'iterations', 'guidance', 'adjust']) {
-      if (key in seed.meta) check(Number(seed.meta[key]) === testCase[key], `the seed's ${key} is ${seed.meta[key]}, not ${testCase[key]}`);
-    }
-    if ('method' in seed.meta) check(seed.meta.method === testCase.method, `the seed's method is ${seed.meta.method}`);
-    const refSeedFile = path.join(referenceDir, 'web-case.safetensors');
-    const refJsonFile = path.join(referenceDir, 'web-case.json');
-    for (const file of [refSeedFile, refJsonFile]) check(fs.existsSync(file), `${path.relative(root, file)} is missing (the native run of the case)`);
-    const reference = readSeed(refSeedFile);
-    check(JSON.stringify(seed.shape) === JSON.stringify(reference.shape),
-      `the seed's shape is [${seed.shape}], the reference's [${reference.shape}]`);
-    const error = relativeError(seed.values, reference.values);
-    const refPsnr = JSON.parse(fs.readFileSync(refJsonFile, 'utf8')).psnr;
-    console.log(
-      `\nweb page: PSNR ${psnr.toFixed(2)} dB (native ${refPsnr.toFixed(2)} dB), seed [${seed.shape}] ` +
-        `relative error ${error.toExponential(2)} vs native; model load ${loadSeconds.toFixed(1)} s, ` +
-        `inversion ${invertSeconds.toFixed(1)} s, all ${((Date.now() - t0) / 1000).toFixed(1)} s`,
-    );
-    check(error <= MAX_SEED_ERROR, `the seed differs from the native one by ${error.toExponential(2)} (limit ${MAX_SEED_ERROR})`);
-    check(Math.abs(psnr - refPsnr) <= MAX_PSNR_DIFF, `PSNR ${psnr} dB differs from the native ${refPsnr} dB by more than ${MAX_PSNR_DIFF}`);
+    checkMetadata(seed.meta, testCase, model.name);
+    compareWithNative(seed, run, model.seconds);
     console.log('PASS');
   } catch (e) {
-    await page.evaluate(() => window.scrollTo(0, 0)).catch(() => {});
-    await page.screenshot({ path: path.join(outDir, 'failed.png'), fullPage: true }).catch(() => {});
+    await screenshot(page, 'failed.png').catch(() => {});
     throw e;
   } finally {
     await browser.close();

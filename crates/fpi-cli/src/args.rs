@@ -2,17 +2,21 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
+use fpi_core::settings::{InvertSettings, Method, SettingsError};
+use fpi_models::device::Backend;
 
 /// Fixed-point inversion for Stable Diffusion 1.5: find the noise seed from which DDIM sampling regenerates a
 /// photo, more exactly than DDIM inversion, on any GPU (wgpu) or the CPU.
 #[derive(Parser, Debug)]
 #[command(name = "fpi", version, propagate_version = true)]
 pub struct Cli {
+    /// What to do.
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// The subcommands.
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Invert an image into a seed file (and optionally reconstruct it).
@@ -27,19 +31,6 @@ pub enum Command {
     Bench(BenchArgs),
 }
 
-/// Where to run.
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DeviceChoice {
-    /// wgpu on a hardware GPU if there is one, else flex.
-    Auto,
-    /// wgpu: Vulkan, Metal or DX12 (a software adapter where no GPU exists).
-    Wgpu,
-    /// burn's portable CPU backend (slow; the test backend).
-    Ndarray,
-    /// burn's fast CPU backend.
-    Flex,
-}
-
 /// Options every model-running command takes.
 #[derive(Args, Debug)]
 pub struct Common {
@@ -47,25 +38,18 @@ pub struct Common {
     #[arg(long)]
     pub model: PathBuf,
     /// Where to run.
-    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
-    pub device: DeviceChoice,
+    #[arg(long, value_enum, default_value_t = Backend::Auto)]
+    pub device: Backend,
     /// No progress bars.
     #[arg(long)]
     pub quiet: bool,
 }
 
-/// The inversion solver.
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MethodChoice {
-    /// DDIM inversion: ε taken at the previous latent (one evaluation per step).
-    Ddim,
-    /// Fixed-point inversion: iterate the implicit step --iterations times.
-    Fpi,
-}
-
+/// `fpi invert`'s options.
 #[derive(Args, Debug)]
 pub struct InvertArgs {
     #[command(flatten)]
+    #[allow(missing_docs)]
     pub common: Common,
     /// The photo: PNG, JPEG or WebP (centre-cropped to a square and resized to --size).
     #[arg(long)]
@@ -74,30 +58,31 @@ pub struct InvertArgs {
     #[arg(long)]
     pub prompt: String,
     /// DDIM steps.
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = InvertSettings::default().steps)]
     pub steps: usize,
-    /// The solver of each inversion step.
-    #[arg(long, value_enum, default_value_t = MethodChoice::Fpi)]
-    pub method: MethodChoice,
-    /// Evaluations of the implicit step per timestep (fpi; 1 is DDIM inversion).
-    #[arg(long, default_value_t = 5)]
-    pub iterations: usize,
-    /// End a step early once ‖f(z) − z‖/‖z‖ falls below this (fpi).
+    /// The solver of each inversion step: fpi (fixed-point iterations) or ddim (DDIM inversion, ε taken at the
+    /// previous latent, one evaluation per step).
+    #[arg(long, value_parser = Method::NAMES, default_value = InvertSettings::default().method.name())]
+    pub method: String,
+    /// Evaluations of the implicit step per timestep (fpi; 1 is DDIM inversion) [default: 5].
     #[arg(long)]
+    pub iterations: Option<usize>,
+    /// End a step early once ‖f(z) − z‖/‖z‖ falls below this (fpi).
+    #[arg(long, allow_negative_numbers = true)]
     pub tolerance: Option<f64>,
     /// Classifier-free guidance scale (the paper inverts real images at 2; use the same to reconstruct).
-    #[arg(long, default_value_t = 2.0)]
+    #[arg(long, default_value_t = InvertSettings::default().guidance, allow_negative_numbers = true)]
     pub guidance: f64,
     /// Steps of the prompt-aware adjustment before inverting (0 disables).
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = InvertSettings::default().adjust)]
     pub adjust: usize,
-    /// Image side in pixels: a multiple of 8 × the VAE's downsampling factor (64 for SD1.5).
-    #[arg(long, default_value_t = 512)]
+    /// Image side in pixels: a multiple of the model's size step (64 for SD1.5).
+    #[arg(long, default_value_t = InvertSettings::default().size)]
     pub size: usize,
     /// The seed file to write (safetensors).
     #[arg(long)]
     pub output: PathBuf,
-    /// Write each step's timestep, iterations and residuals as JSON.
+    /// Write each step's timestep, residuals and kept iterate as JSON.
     #[arg(long)]
     pub trace: Option<PathBuf>,
     /// Also sample the seed back and write the image (PNG), reporting PSNR against the input.
@@ -105,11 +90,48 @@ pub struct InvertArgs {
     pub reconstruct: Option<PathBuf>,
 }
 
+impl InvertArgs {
+    /// The inversion settings these options ask for, checked where the model does not matter.
+    pub fn settings(&self) -> Result<InvertSettings, SettingsError> {
+        let iterations = self.iterations.unwrap_or(InvertSettings::default().method.iterations());
+        let settings = InvertSettings {
+            prompt: self.prompt.clone(),
+            size: self.size,
+            steps: self.steps,
+            guidance: self.guidance,
+            method: Method::from_name(&self.method, iterations, self.tolerance)?,
+            adjust: self.adjust,
+        };
+        settings.validate()?;
+        Ok(settings)
+    }
+}
+
+/// The files that sampling writes.
+#[derive(Args, Debug)]
+pub struct SampleOutputs {
+    /// The image to write (PNG).
+    #[arg(long)]
+    pub output: PathBuf,
+    /// Also write the final latents (before VAE decoding) as safetensors `latents`.
+    #[arg(long)]
+    pub latents_out: Option<PathBuf>,
+}
+
+impl SampleOutputs {
+    /// The files to be written.
+    pub fn paths(&self) -> impl Iterator<Item = &std::path::Path> {
+        std::iter::once(self.output.as_path()).chain(self.latents_out.as_deref())
+    }
+}
+
+/// `fpi reconstruct`'s options.
 #[derive(Args, Debug)]
 pub struct ReconstructArgs {
     #[command(flatten)]
+    #[allow(missing_docs)]
     pub common: Common,
-    /// A seed file written by `fpi invert`.
+    /// A seed file written by `fpi invert` (or any safetensors file with `latents` [1, 4, h, w]).
     #[arg(long)]
     pub seed: PathBuf,
     /// The prompt (default: the seed's).
@@ -121,17 +143,16 @@ pub struct ReconstructArgs {
     /// DDIM steps (default: the seed's).
     #[arg(long)]
     pub steps: Option<usize>,
-    /// The image to write (PNG).
-    #[arg(long)]
-    pub output: PathBuf,
-    /// Also write the final latents (before VAE decoding) as safetensors `latents`.
-    #[arg(long)]
-    pub latents_out: Option<PathBuf>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub outputs: SampleOutputs,
 }
 
+/// `fpi generate`'s options.
 #[derive(Args, Debug)]
 pub struct GenerateArgs {
     #[command(flatten)]
+    #[allow(missing_docs)]
     pub common: Common,
     /// The prompt.
     #[arg(long)]
@@ -139,9 +160,9 @@ pub struct GenerateArgs {
     /// Initial latents: a safetensors file with `latents` [1, 4, h, w] (e.g. a seed file).
     #[arg(long)]
     pub init_latents: Option<PathBuf>,
-    /// Random initial latents from this seed (standard normal, generated on the host).
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
+    /// Random initial latents from this random-number seed (standard normal, generated on the host).
+    #[arg(long, default_value_t = 0, conflicts_with = "init_latents")]
+    pub random_seed: u64,
     /// Image side in pixels for random latents (initial latents fix their own size).
     #[arg(long, default_value_t = 512, conflicts_with = "init_latents")]
     pub size: usize,
@@ -151,17 +172,16 @@ pub struct GenerateArgs {
     /// Classifier-free guidance scale (≥ 1).
     #[arg(long, default_value_t = 7.5)]
     pub guidance: f64,
-    /// The image to write (PNG).
-    #[arg(long)]
-    pub output: PathBuf,
-    /// Also write the final latents (before VAE decoding) as safetensors `latents`.
-    #[arg(long)]
-    pub latents_out: Option<PathBuf>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub outputs: SampleOutputs,
 }
 
+/// `fpi bench`'s options.
 #[derive(Args, Debug)]
 pub struct BenchArgs {
     #[command(flatten)]
+    #[allow(missing_docs)]
     pub common: Common,
     /// Image side in pixels.
     #[arg(long, default_value_t = 512)]

@@ -3,25 +3,24 @@
 use std::path::Path;
 use std::time::Instant;
 
-use burn::tensor::{Device, Tensor};
-use fpi_core::seed::{Seed, SeedInfo};
-use fpi_core::solver::Method;
+use burn::tensor::{Distribution, Tensor};
+use fpi_core::seed::Seed;
+use fpi_core::settings::{InvertSettings, Method};
+use fpi_core::solver::to_host;
 use fpi_models::ModelFolder;
-use fpi_models::device::{Backend, adapters, auto_backend};
-use fpi_pipeline::image_io::{self, Rgb};
-use fpi_pipeline::pipeline::read;
-use fpi_pipeline::{InvertSettings, Pipeline};
+use fpi_models::device::{Backend, adapters};
+use fpi_pipeline::image_io::{self, RgbImage};
+use fpi_pipeline::{Pipeline, PipelineError};
 use rand::SeedableRng;
-use rand_distr::{Distribution, StandardNormal};
+use rand_distr::{Distribution as _, StandardNormal};
 
-use crate::args::{
-    BenchArgs, Cli, Command, Common, DeviceChoice, GenerateArgs, InvertArgs, MethodChoice, ReconstructArgs,
-};
-use crate::files::{check_writable, read as read_file, write_atomic};
+use crate::args::{BenchArgs, Cli, Command, Common, GenerateArgs, InvertArgs, ReconstructArgs, SampleOutputs};
+use crate::failure::{AtPath, Failure, at};
+use crate::files::{check_writable, read_file, write_atomic};
 use crate::progress::Bars;
 
 /// Runs a parsed command line; errors are one line for the user.
-pub fn run(cli: Cli) -> Result<(), String> {
+pub fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Invert(args) => invert(args),
         Command::Reconstruct(args) => reconstruct(args),
@@ -31,85 +30,73 @@ pub fn run(cli: Cli) -> Result<(), String> {
     }
 }
 
-fn open_device(choice: DeviceChoice, quiet: bool) -> Result<Device, String> {
-    let backend = match choice {
-        DeviceChoice::Auto => auto_backend(),
-        DeviceChoice::Wgpu => Backend::Wgpu,
-        DeviceChoice::Ndarray => Backend::NdArray,
-        DeviceChoice::Flex => Backend::Flex,
-    };
-    if !quiet {
+fn load(common: &Common) -> Result<Pipeline, Failure> {
+    let folder = ModelFolder::open(&common.model)?;
+    let backend = common.device.resolve();
+    if !common.quiet {
         eprintln!("device: {backend}");
     }
-    backend.device()
-}
-
-fn load(common: &Common) -> Result<Pipeline, String> {
-    let folder = ModelFolder::open(&common.model).map_err(|e| e.to_string())?;
-    let device = open_device(common.device, common.quiet)?;
+    let device = backend.open()?;
     let started = Instant::now();
     let mut bars = Bars::new(common.quiet);
     let mut progress = |part: &str, done, total| bars.load(part, done, total);
-    let pipeline = pollster::block_on(Pipeline::load(&folder, device, &mut progress)).map_err(|e| e.to_string())?;
+    let pipeline = pollster::block_on(Pipeline::load(&folder, device, &mut progress))?;
     if !common.quiet {
         eprintln!("loaded {} in {:.1} s", common.model.display(), started.elapsed().as_secs_f64());
     }
     Ok(pipeline)
 }
 
-fn read_image(path: &Path, size: usize) -> Result<Rgb, String> {
-    let image = image_io::decode(&read_file(path)?).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(image_io::square(image, size))
+/// What a seed file records as the model: a hub id for a folder in the Hugging Face cache
+/// (`…/models--ORG--NAME/snapshots/REV`), else the folder's name; never the local path, as seeds are shared.
+fn model_name(folder: &Path) -> String {
+    let folder = folder.canonicalize().unwrap_or_else(|_| folder.to_owned());
+    let hub_id = folder.iter().filter_map(|c| c.to_str()?.strip_prefix("models--")).last();
+    match hub_id {
+        Some(id) => id.replacen("--", "/", 1),
+        None => folder.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+    }
 }
 
-fn write_png(path: &Path, image: &Rgb) -> Result<(), String> {
+fn read_image(path: &Path) -> Result<RgbImage, Failure> {
+    image_io::decode(&read_file(path)?).map_err(|e| at(path, PipelineError::from(e)))
+}
+
+fn read_seed(path: &Path) -> Result<Seed, Failure> {
+    Seed::from_bytes(&read_file(path)?).at(path)
+}
+
+fn write_png(path: &Path, image: &RgbImage) -> Result<(), Failure> {
     write_atomic(path, &image_io::encode_png(image))
 }
 
-fn write_latents(path: &Path, values: Vec<f32>, shape: [usize; 4], info: SeedInfo) -> Result<(), String> {
-    let seed = Seed { latents: values, shape, info };
-    write_atomic(path, &seed.to_bytes())
+fn check_outputs<'a>(paths: impl IntoIterator<Item = &'a Path>) -> Result<(), Failure> {
+    paths.into_iter().try_for_each(check_writable)
 }
 
-fn read_seed(path: &Path) -> Result<Seed, String> {
-    Seed::from_bytes(&read_file(path)?).map_err(|e| format!("{}: {e}", path.display()))
-}
-
-fn invert(args: InvertArgs) -> Result<(), String> {
-    check_writable(&args.output)?;
-    for path in [&args.trace, &args.reconstruct].into_iter().flatten() {
-        check_writable(path)?;
-    }
-    let method = match args.method {
-        MethodChoice::Ddim => Method::Ddim,
-        MethodChoice::Fpi => Method::FixedPoint { iterations: args.iterations, tolerance: args.tolerance },
-    };
-    if args.method == MethodChoice::Ddim && (args.iterations != 5 || args.tolerance.is_some()) {
+fn invert(args: InvertArgs) -> Result<(), Failure> {
+    check_outputs(
+        [Some(args.output.as_path()), args.trace.as_deref(), args.reconstruct.as_deref()].into_iter().flatten(),
+    )?;
+    let settings = args.settings()?;
+    if matches!(settings.method, Method::Ddim) && (args.iterations.is_some() || args.tolerance.is_some()) {
         eprintln!("note: --method ddim makes one evaluation per step; --iterations and --tolerance are ignored");
     }
-    let settings = InvertSettings {
-        prompt: args.prompt.clone(),
-        steps: args.steps,
-        guidance: args.guidance,
-        method,
-        adjust: args.adjust,
-    };
-    settings.validate()?;
+    let image = read_image(&args.image)?;
     let pipeline = load(&args.common)?;
-    pipeline.check_size(args.size).map_err(|e| e.to_string())?;
-    let image = read_image(&args.image, args.size)?;
-    let dropped = pipeline.tokenizer.encode(&args.prompt).map_err(|e| e.to_string())?.dropped;
+    pipeline.check(&settings)?;
+    let dropped = pipeline.dropped_tokens(&settings.prompt)?;
     if dropped > 0 {
         eprintln!("warning: the prompt is longer than CLIP's 77 tokens; its last {dropped} tokens are ignored");
     }
 
     let mut bars = Bars::new(args.common.quiet);
     let started = Instant::now();
-    let z0 = pipeline.encode(&image);
-    let inversion = pollster::block_on(pipeline.invert(z0.clone(), &settings, &mut |ph, p| bars.observe(ph, p)))
-        .map_err(|e| e.to_string())?;
-    let (seed, reports) = (inversion.seed.clone(), &inversion.reports);
+    let model = model_name(&args.common.model);
+    let inverted =
+        pollster::block_on(pipeline.invert_image(&image, &settings, &model, &mut |ph, p| bars.observe(ph, p)))?;
     bars.finish();
+    let reports = &inverted.reports;
     let diverged: Vec<usize> = reports.iter().filter(|r| r.diverged()).map(|r| r.timestep).collect();
     if !diverged.is_empty() {
         eprintln!(
@@ -117,13 +104,9 @@ fn invert(args: InvertArgs) -> Result<(), String> {
             diverged.len()
         );
     }
-
-    let shape: [usize; 4] = seed.dims();
-    let values = pollster::block_on(read(seed)).map_err(|e| e.to_string())?;
-    let info = settings.seed_info(args.size, &args.common.model.display().to_string());
-    write_latents(&args.output, values, shape, info)?;
-    let evaluations: usize = reports.iter().map(|r| r.iterations).sum();
+    write_atomic(&args.output, &inverted.seed.to_bytes())?;
     if !args.common.quiet {
+        let evaluations: usize = reports.iter().map(|r| r.iterations()).sum();
         eprintln!(
             "wrote {} ({evaluations} evaluations of the implicit step, {:.1} s)",
             args.output.display(),
@@ -131,16 +114,11 @@ fn invert(args: InvertArgs) -> Result<(), String> {
         );
     }
     if let Some(trace) = &args.trace {
-        let json = serde_json::to_vec_pretty(&reports).expect("plain data");
-        write_atomic(trace, &json)?;
+        write_atomic(trace, &serde_json::to_vec_pretty(reports).expect("plain data"))?;
     }
 
     if let Some(out) = &args.reconstruct {
-        let check =
-            pollster::block_on(
-                pipeline.check_reconstruction(&inversion, z0, &image, &settings, &mut |ph, p| bars.observe(ph, p)),
-            )
-            .map_err(|e| e.to_string())?;
+        let check = pollster::block_on(pipeline.check_reconstruction(&inverted, &mut |ph, p| bars.observe(ph, p)))?;
         bars.finish();
         write_png(out, &check.image)?;
         println!(
@@ -154,28 +132,17 @@ fn invert(args: InvertArgs) -> Result<(), String> {
     Ok(())
 }
 
-fn reconstruct(args: ReconstructArgs) -> Result<(), String> {
-    check_writable(&args.output)?;
-    if let Some(path) = &args.latents_out {
-        check_writable(path)?;
-    }
+fn reconstruct(args: ReconstructArgs) -> Result<(), Failure> {
+    check_outputs(args.outputs.paths())?;
     let seed = read_seed(&args.seed)?;
-    let prompt = args.prompt.clone().unwrap_or_else(|| seed.info.prompt.clone());
-    let guidance = args.guidance.unwrap_or(seed.info.guidance);
-    let steps = args.steps.unwrap_or(seed.info.steps);
+    let recorded = seed.info.as_ref().map(|info| &info.settings);
+    let prompt = args.prompt.clone().or_else(|| recorded.map(|s| s.prompt.clone())).unwrap_or_default();
+    let defaults = InvertSettings::default();
+    let guidance = args.guidance.or(recorded.map(|s| s.guidance)).unwrap_or(defaults.guidance);
+    let steps = args.steps.or(recorded.map(|s| s.steps)).unwrap_or(defaults.steps);
     let pipeline = load(&args.common)?;
-    pipeline.check_latents(seed.shape).map_err(|e| format!("{}: {e}", args.seed.display()))?;
-    let latents = pipeline.latents(seed.latents.clone(), seed.shape);
-    sample_and_write(
-        &pipeline,
-        latents,
-        &prompt,
-        steps,
-        guidance,
-        args.common.quiet,
-        &args.output,
-        args.latents_out.as_deref(),
-    )
+    let latents = pipeline.seed_tensor(&seed).at(&args.seed)?;
+    sample_and_write(&pipeline, latents, &prompt, steps, guidance, args.common.quiet, &args.outputs)
 }
 
 fn sample_and_write(
@@ -185,67 +152,41 @@ fn sample_and_write(
     steps: usize,
     guidance: f64,
     quiet: bool,
-    output: &Path,
-    latents_out: Option<&Path>,
-) -> Result<(), String> {
+    outputs: &SampleOutputs,
+) -> Result<(), Failure> {
     let mut bars = Bars::new(quiet);
-    let z0 = pollster::block_on(pipeline.sample(latents, prompt, steps, guidance, &mut |ph, p| bars.observe(ph, p)))
-        .map_err(|e| e.to_string())?;
+    let z0 = pollster::block_on(pipeline.sample(latents, prompt, steps, guidance, &mut |ph, p| bars.observe(ph, p)))?;
     bars.finish();
-    if let Some(path) = latents_out {
-        let shape = z0.dims();
-        let values = pollster::block_on(read(z0.clone())).map_err(|e| e.to_string())?;
-        let info = SeedInfo {
-            prompt: prompt.into(),
-            steps,
-            guidance,
-            fpi_version: env!("CARGO_PKG_VERSION").into(),
-            ..SeedInfo::default()
-        };
-        write_latents(path, values, shape, info)?;
+    if let Some(path) = &outputs.latents_out {
+        let values = pollster::block_on(to_host(z0.clone())).map_err(PipelineError::from)?;
+        write_atomic(path, &Seed { latents: values, shape: z0.dims(), info: None }.to_bytes())?;
     }
-    let image = pollster::block_on(pipeline.decode(z0)).map_err(|e| e.to_string())?;
-    write_png(output, &image)?;
+    let image = pollster::block_on(pipeline.decode(z0))?;
+    write_png(&outputs.output, &image)?;
     if !quiet {
-        eprintln!("wrote {}", output.display());
+        eprintln!("wrote {}", outputs.output.display());
     }
     Ok(())
 }
 
-fn generate(args: GenerateArgs) -> Result<(), String> {
-    check_writable(&args.output)?;
-    if let Some(path) = &args.latents_out {
-        check_writable(path)?;
-    }
-    let init = args.init_latents.as_deref().map(read_seed).transpose()?;
+fn generate(args: GenerateArgs) -> Result<(), Failure> {
+    check_outputs(args.outputs.paths())?;
+    let init = args.init_latents.as_deref().map(|path| Ok::<_, Failure>((path, read_seed(path)?))).transpose()?;
     let pipeline = load(&args.common)?;
     let latents = match init {
-        Some(seed) => {
-            pipeline.check_latents(seed.shape).map_err(|e| e.to_string())?;
-            pipeline.latents(seed.latents, seed.shape)
-        }
+        Some((path, seed)) => pipeline.seed_tensor(&seed).at(path)?,
         None => {
-            pipeline.check_size(args.size).map_err(|e| e.to_string())?;
-            let side = args.size / pipeline.vae_factor;
-            let channels = pipeline.unet.conv_in.weight.dims()[1];
-            let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed);
-            let values: Vec<f32> = (0..channels * side * side).map(|_| StandardNormal.sample(&mut rng)).collect();
-            pipeline.latents(values, [1, channels, side, side])
+            pipeline.check_size(args.size)?;
+            let shape = pipeline.latent_shape(args.size);
+            let mut rng = rand::rngs::StdRng::seed_from_u64(args.random_seed);
+            let values: Vec<f32> = (0..shape.iter().product()).map(|_| StandardNormal.sample(&mut rng)).collect();
+            pipeline.seed_tensor(&Seed { latents: values, shape, info: None })?
         }
     };
-    sample_and_write(
-        &pipeline,
-        latents,
-        &args.prompt,
-        args.steps,
-        args.guidance,
-        args.common.quiet,
-        &args.output,
-        args.latents_out.as_deref(),
-    )
+    sample_and_write(&pipeline, latents, &args.prompt, args.steps, args.guidance, args.common.quiet, &args.outputs)
 }
 
-fn info() -> Result<(), String> {
+fn info() -> Result<(), Failure> {
     let found = adapters();
     if found.is_empty() {
         println!("wgpu: no adapter found");
@@ -265,57 +206,57 @@ fn info() -> Result<(), String> {
         "cpu: flex (fast), ndarray (portable), {} threads",
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
-    println!("auto picks: {}", auto_backend());
+    println!("auto picks: {}", Backend::Auto.resolve());
     Ok(())
 }
 
 /// Runs `f` once to warm up (kernel compilation, autotuning), then times one run, reading the result back.
-fn time<const D: usize>(label: &str, mut f: impl FnMut() -> Tensor<D>) -> Result<f64, String> {
-    pollster::block_on(read(f())).map_err(|e| e.to_string())?;
+fn time<const D: usize>(label: &str, mut f: impl FnMut() -> Result<Tensor<D>, PipelineError>) -> Result<f64, Failure> {
+    let read = |t| pollster::block_on(to_host(t)).map_err(PipelineError::from);
+    read(f()?)?;
     let started = Instant::now();
-    pollster::block_on(read(f())).map_err(|e| e.to_string())?;
+    read(f()?)?;
     let seconds = started.elapsed().as_secs_f64();
     println!("{label:<28} {seconds:>9.3} s");
     Ok(seconds)
 }
 
-fn bench(args: BenchArgs) -> Result<(), String> {
+fn bench(args: BenchArgs) -> Result<(), Failure> {
     let pipeline = load(&args.common)?;
-    pipeline.check_size(args.size).map_err(|e| e.to_string())?;
-    let device = pipeline.device.clone();
-    let side = args.size / pipeline.vae_factor;
-    let channels = pipeline.unet.conv_in.weight.dims()[1];
-    let latents =
-        |b| Tensor::<4>::random([b, channels, side, side], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
-    let conditioning = pipeline.condition("a photograph").map_err(|e| e.to_string())?;
-    let states = conditioning.states;
-    let t = |b| Tensor::<1>::full([b], 501.0, &device);
-    println!("size {0}×{0}, latents {side}×{side}", args.size);
-    time("CLIP (2 prompts)", || pipeline.condition("a photograph").expect("tokenized before").states)?;
-    time("UNet, batch 1", || pipeline.unet.forward(latents(1), t(1), &states.clone().narrow(0, 1, 1)))?;
-    time("UNet, batch 2 (guidance)", || pipeline.unet.forward(latents(2), t(2), &states))?;
-    let image =
-        Tensor::<4>::random([1, 3, args.size, args.size], burn::tensor::Distribution::Uniform(-1.0, 1.0), &device);
-    time("VAE encode", || pipeline.vae.encode(image.clone()).mean)?;
-    time("VAE decode", || pipeline.vae.decode(latents(1)))?;
     let settings = InvertSettings {
         prompt: "a photograph".into(),
+        size: args.size,
         steps: args.steps,
-        guidance: 2.0,
-        method: Method::FixedPoint { iterations: 5, tolerance: None },
-        adjust: 2,
+        adjust: InvertSettings::default().adjust.min(args.steps),
+        ..InvertSettings::default()
     };
+    pipeline.check(&settings)?;
+    let device = pipeline.device().clone();
+    let shape = pipeline.latent_shape(args.size);
+    let latents = |b| Tensor::<4>::random([b, shape[1], shape[2], shape[3]], Distribution::Normal(0.0, 1.0), &device);
+    let states = pipeline.condition(&settings.prompt)?.states;
+    let t = |b| Tensor::<1>::full([b], 501.0, &device);
+    let (unet, vae) = (pipeline.unet(), pipeline.vae());
+    println!("size {0}×{0}, latents {1}×{1}", args.size, shape[2]);
+    time("CLIP (2 prompts)", || Ok(pipeline.condition(&settings.prompt)?.states))?;
+    time("UNet, batch 1", || Ok(unet.forward(latents(1), t(1), &states.clone().narrow(0, 1, 1))))?;
+    time("UNet, batch 2 (guidance)", || Ok(unet.forward(latents(2), t(2), &states)))?;
+    let image = Tensor::<4>::random([1, 3, args.size, args.size], Distribution::Uniform(-1.0, 1.0), &device);
+    time("VAE encode", || Ok(vae.encode(image.clone()).mean))?;
+    time("VAE decode", || Ok(vae.decode(latents(1))))?;
     let mut bars = Bars::new(args.common.quiet);
     let started = Instant::now();
-    let inversion = pollster::block_on(pipeline.invert(latents(1), &settings, &mut |ph, p| bars.observe(ph, p)))
-        .map_err(|e| e.to_string())?;
-    pollster::block_on(read(inversion.seed)).map_err(|e| e.to_string())?;
+    let inversion = pollster::block_on(pipeline.invert(latents(1), &settings, &mut |ph, p| bars.observe(ph, p)))?;
+    pollster::block_on(to_host(inversion.seed)).map_err(PipelineError::from)?;
     bars.finish();
     println!(
-        "{:<28} {:>9.3} s ({} steps, fpi K=5, guidance 2, adjust 2)",
+        "{:<28} {:>9.3} s ({} steps, fpi K={}, guidance {}, adjust {})",
         "full inversion",
         started.elapsed().as_secs_f64(),
-        args.steps
+        settings.steps,
+        settings.method.iterations(),
+        settings.guidance,
+        settings.adjust
     );
     if let Some(usage) = device.memory_pool_usage() {
         println!(

@@ -14,6 +14,7 @@ pub struct Bars {
 }
 
 impl Bars {
+    /// Bars on standard error, or none when `quiet`.
     pub fn new(quiet: bool) -> Self {
         Self { quiet, current: None, loading: None }
     }
@@ -30,11 +31,7 @@ impl Bars {
                 .expect("valid template")
                 .progress_chars("=> ");
             bar.set_style(style);
-            bar.set_prefix(match phase {
-                Phase::Adjust => "adjust",
-                Phase::Invert => "invert",
-                Phase::Sample => "sample",
-            });
+            bar.set_prefix(phase.name());
             self.current = Some((phase, bar));
         }
         let (_, bar) = self.current.as_ref().expect("set above");

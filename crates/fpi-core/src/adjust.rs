@@ -10,7 +10,8 @@ use burn::tensor::Tensor;
 
 use crate::predictor::NoisePredictor;
 use crate::schedule::DdimSchedule;
-use crate::solver::{Method, Observer, RunError, invert, sample};
+use crate::settings::Method;
+use crate::solver::{Observer, RunError, invert, sample};
 
 /// `N` inversion steps with `method`, then `N` sampling steps, from clean latents `z0`. `N = 0` returns `z0`.
 pub async fn adjust(

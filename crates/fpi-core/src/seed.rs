@@ -1,62 +1,75 @@
-//! Seed files: safetensors with the tensor `latents` `[1, C, h, w]` (f32) and the settings that made it.
+//! Seed files: safetensors with the tensor `latents` `[1, C, h, w]` (f32) and, for an inverted seed, the settings
+//! that made it as metadata.
 
 use std::collections::HashMap;
 
 use safetensors::tensor::{Dtype, TensorView};
 use serde::{Deserialize, Serialize};
 
-/// How a seed was made; stored as the safetensors metadata (all values as strings, as the format requires).
-/// A file without some of these keys reads them as the defaults: no prompt, 50 steps, guidance 1.
+use crate::settings::InvertSettings;
+
+/// How a seed was made: the inversion settings, the model and the fpi version. Stored flat as the safetensors
+/// metadata (all values as strings, as the format requires).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SeedInfo {
-    /// The prompt it was inverted (or generated) with.
-    pub prompt: String,
-    /// DDIM steps.
-    pub steps: usize,
-    /// Classifier-free guidance scale.
-    pub guidance: f64,
-    /// `ddim` or `fpi`.
-    pub method: String,
-    /// Evaluations of the implicit step per timestep.
-    pub iterations: usize,
-    /// The early-stop tolerance, if one was set.
-    pub tolerance: Option<f64>,
-    /// Steps of the prompt-aware adjustment.
-    pub adjust: usize,
-    /// Image side in pixels.
-    pub size: usize,
-    /// The model folder it was made with.
+    /// The settings it was inverted with.
+    #[serde(flatten)]
+    pub settings: InvertSettings,
+    /// The model's name (a folder's name or a hub id; never a local path, as seeds are shared).
     pub model: String,
     /// The fpi version that made it.
     pub fpi_version: String,
 }
 
-impl Default for SeedInfo {
-    fn default() -> Self {
-        Self {
-            prompt: String::new(),
-            steps: 50,
-            guidance: 1.0,
-            method: String::new(),
-            iterations: 0,
-            tolerance: None,
-            adjust: 0,
-            size: 0,
-            model: String::new(),
-            fpi_version: String::new(),
-        }
+impl SeedInfo {
+    /// The record of an inversion with `settings` on the model called `model` by this fpi version.
+    pub fn new(settings: InvertSettings, model: impl Into<String>) -> Self {
+        Self { settings, model: model.into(), fpi_version: env!("CARGO_PKG_VERSION").into() }
     }
 }
 
-/// An inverted seed: the latents and how they were made.
+/// Metadata keys whose values are text; the others hold numbers.
+const TEXT_KEYS: [&str; 4] = ["prompt", "method", "model", "fpi_version"];
+/// Metadata keys whose values are numbers.
+const NUMBER_KEYS: [&str; 6] = ["size", "steps", "guidance", "iterations", "tolerance", "adjust"];
+
+/// Latents in a file: an inverted seed, or any safetensors file with an f32 `latents` `[1, C, h, w]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Seed {
     /// The values of `latents`, row-major.
     pub latents: Vec<f32>,
     /// `[1, C, h, w]`.
     pub shape: [usize; 4],
-    /// The settings it was made with.
-    pub info: SeedInfo,
+    /// How it was made; `None` for a file without fpi's metadata (such as final latents, or one from Python).
+    pub info: Option<SeedInfo>,
+}
+
+/// Why bytes are not a seed file.
+#[derive(Debug, thiserror::Error)]
+pub enum SeedError {
+    /// Not safetensors at all.
+    #[error("not a safetensors file: {0}")]
+    NotSafetensors(#[from] safetensors::SafeTensorError),
+    /// No tensor called `latents`.
+    #[error("no tensor named `latents`")]
+    NoLatents,
+    /// `latents` is not f32.
+    #[error("`latents` is {0}, expected F32")]
+    Dtype(String),
+    /// `latents` is not `[1, C, h, w]`.
+    #[error("`latents` has shape {0:?}, expected [1, C, h, w]")]
+    Shape(Vec<usize>),
+    /// A number in the metadata does not parse.
+    #[error("metadata {key} = {value:?} is not a number")]
+    NotANumber {
+        /// The metadata key.
+        key: String,
+        /// Its text.
+        value: String,
+    },
+    /// The metadata has some of fpi's keys but not all, or values out of their types.
+    #[error("metadata: {0}")]
+    Metadata(serde_json::Error),
 }
 
 impl Seed {
@@ -64,53 +77,150 @@ impl Seed {
     pub fn to_bytes(&self) -> Vec<u8> {
         let bytes: Vec<u8> = self.latents.iter().flat_map(|v| v.to_le_bytes()).collect();
         let view = TensorView::new(Dtype::F32, self.shape.to_vec(), &bytes).expect("shape matches the data");
-        let json = serde_json::to_value(&self.info).expect("plain data");
-        let metadata: HashMap<String, String> = json
-            .as_object()
-            .expect("a struct")
-            .iter()
-            .filter(|(_, v)| !v.is_null())
-            .map(|(k, v)| (k.clone(), v.as_str().map_or_else(|| v.to_string(), str::to_owned)))
-            .collect();
-        safetensors::serialize([("latents", view)], Some(metadata)).expect("serialisable")
+        let metadata = self.info.as_ref().map(|info| {
+            let json = serde_json::to_value(info).expect("plain data");
+            let fields = json.as_object().expect("a struct").iter().filter(|(_, v)| !v.is_null());
+            fields.map(|(k, v)| (k.clone(), v.as_str().map_or_else(|| v.to_string(), str::to_owned))).collect()
+        });
+        safetensors::serialize([("latents", view)], metadata).expect("serialisable")
     }
 
-    /// Reads a seed (or any safetensors file with an f32 `latents` `[1, C, h, w]`; missing settings are defaults).
-    pub fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
-        let (_, metadata) =
-            safetensors::SafeTensors::read_metadata(bytes).map_err(|e| format!("not a safetensors file: {e}"))?;
-        let tensors =
-            safetensors::SafeTensors::deserialize(bytes).map_err(|e| format!("not a safetensors file: {e}"))?;
-        let view = tensors.tensor("latents").map_err(|_| "no tensor named `latents`".to_string())?;
+    /// Reads a seed file. Metadata without any of fpi's keys reads as no [`SeedInfo`]; with some, all must be
+    /// there (`tolerance` is optional).
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, SeedError> {
+        let (_, metadata) = safetensors::SafeTensors::read_metadata(bytes)?;
+        let tensors = safetensors::SafeTensors::deserialize(bytes)?;
+        let view = tensors.tensor("latents").map_err(|_| SeedError::NoLatents)?;
         if view.dtype() != Dtype::F32 {
-            return Err(format!("`latents` is {:?}, expected F32", view.dtype()));
+            return Err(SeedError::Dtype(format!("{:?}", view.dtype())));
         }
-        let shape: [usize; 4] = view
-            .shape()
-            .try_into()
-            .map_err(|_| format!("`latents` has shape {:?}, expected [1, C, h, w]", view.shape()))?;
+        let shape: [usize; 4] = view.shape().try_into().map_err(|_| SeedError::Shape(view.shape().to_vec()))?;
         if shape[0] != 1 {
-            return Err(format!("`latents` has shape {shape:?}, expected a batch of 1"));
+            return Err(SeedError::Shape(shape.to_vec()));
         }
         let latents = view.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
         let info = match metadata.metadata() {
             Some(map) => parse_info(map)?,
-            None => SeedInfo::default(),
+            None => None,
         };
         Ok(Self { latents, shape, info })
     }
 }
 
-/// Reads the known keys one by one, so that a bad value is named; other keys are ignored.
-fn parse_info(map: &HashMap<String, String>) -> Result<SeedInfo, String> {
-    let mut json = serde_json::to_value(SeedInfo::default()).expect("plain data");
-    let fields = json.as_object_mut().expect("a struct");
+/// fpi's keys of a metadata map as JSON values (a bad number is named); other keys are ignored.
+fn parse_info(map: &HashMap<String, String>) -> Result<Option<SeedInfo>, SeedError> {
+    let mut json = serde_json::Map::new();
     for (key, value) in map {
-        let Some(slot) = fields.get_mut(key) else { continue };
-        *slot = match key.as_str() {
-            "prompt" | "method" | "model" | "fpi_version" => serde_json::Value::String(value.clone()),
-            _ => serde_json::from_str(value).map_err(|_| format!("metadata {key} = {value:?} is not a number"))?,
-        };
+        if TEXT_KEYS.contains(&key.as_str()) {
+            json.insert(key.clone(), value.clone().into());
+        } else if NUMBER_KEYS.contains(&key.as_str()) {
+            let number: serde_json::Number =
+                value.parse().map_err(|_| SeedError::NotANumber { key: key.clone(), value: value.clone() })?;
+            json.insert(key.clone(), number.into());
+        }
     }
-    serde_json::from_value(json).map_err(|e| format!("metadata: {e}"))
+    if json.is_empty() {
+        return Ok(None);
+    }
+    serde_json::from_value(json.into()).map(Some).map_err(SeedError::Metadata)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::Method;
+
+    fn seed(info: Option<SeedInfo>) -> Seed {
+        Seed { latents: (0..16).map(|i| i as f32 * 0.5 - 3.0).collect(), shape: [1, 4, 2, 2], info }
+    }
+
+    fn inverted() -> SeedInfo {
+        let settings = InvertSettings {
+            prompt: "a cat, \"quoted\"".into(),
+            method: Method::FixedPoint { iterations: 7, tolerance: Some(2.5e-4) },
+            ..InvertSettings::default()
+        };
+        SeedInfo::new(settings, "org/model")
+    }
+
+    fn metadata(bytes: &[u8]) -> HashMap<String, String> {
+        safetensors::SafeTensors::read_metadata(bytes).unwrap().1.metadata().clone().unwrap_or_default()
+    }
+
+    fn with_metadata(pairs: &[(&str, &str)]) -> Vec<u8> {
+        let bytes: Vec<u8> = [0f32; 4].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let view = TensorView::new(Dtype::F32, vec![1, 1, 2, 2], &bytes).unwrap();
+        let map = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        safetensors::serialize([("latents", view)], Some(map)).unwrap()
+    }
+
+    #[test]
+    fn a_seed_reads_back_with_its_settings() {
+        for original in [seed(Some(inverted())), seed(None)] {
+            assert_eq!(Seed::from_bytes(&original.to_bytes()).unwrap(), original);
+        }
+    }
+
+    #[test]
+    fn metadata_is_flat_text_as_python_reads_it() {
+        let map = metadata(&seed(Some(inverted())).to_bytes());
+        let expected = [
+            ("prompt", "a cat, \"quoted\""),
+            ("size", "512"),
+            ("steps", "50"),
+            ("guidance", "2.0"),
+            ("method", "fpi"),
+            ("iterations", "7"),
+            ("tolerance", "0.00025"),
+            ("adjust", "2"),
+            ("model", "org/model"),
+            ("fpi_version", env!("CARGO_PKG_VERSION")),
+        ];
+        assert_eq!(map, expected.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
+        assert!(metadata(&seed(None).to_bytes()).is_empty());
+    }
+
+    #[test]
+    fn foreign_metadata_is_no_info() {
+        let file = Seed::from_bytes(&with_metadata(&[("format", "pt")])).unwrap();
+        assert_eq!(file.info, None);
+    }
+
+    #[test]
+    fn bad_files_are_named_errors() {
+        let full: Vec<(&str, &str)> = vec![
+            ("prompt", "x"),
+            ("size", "64"),
+            ("steps", "10"),
+            ("guidance", "2"),
+            ("method", "ddim"),
+            ("adjust", "0"),
+            ("model", "m"),
+            ("fpi_version", "0.1.0"),
+        ];
+        assert!(Seed::from_bytes(&with_metadata(&full)).unwrap().info.is_some());
+        let without_steps: Vec<_> = full.iter().copied().filter(|(k, _)| *k != "steps").collect();
+        let mut bad_number = full.clone();
+        bad_number[2] = ("steps", "ten");
+        let mut bad_method = full.clone();
+        bad_method[4] = ("method", "edict");
+        let cases = [
+            (b"PK\x03\x04 a zip".to_vec(), "not a safetensors file"),
+            (with_metadata(&without_steps), "metadata: missing field `steps`"),
+            (with_metadata(&bad_number), "metadata steps = \"ten\" is not a number"),
+            (with_metadata(&bad_method), "metadata: method must be fpi or ddim, got \"edict\""),
+            (Seed { shape: [2, 2, 2, 2], ..seed(None) }.to_bytes(), "`latents` has shape [2, 2, 2, 2]"),
+        ];
+        for (bytes, message) in cases {
+            let err = Seed::from_bytes(&bytes).unwrap_err().to_string();
+            assert!(err.contains(message), "{message}: {err}");
+        }
+        let other = safetensors::serialize([("x", TensorView::new(Dtype::F32, vec![1], &[0; 4]).unwrap())], None);
+        assert_eq!(Seed::from_bytes(&other.unwrap()).unwrap_err().to_string(), "no tensor named `latents`");
+        let half = safetensors::serialize(
+            [("latents", TensorView::new(Dtype::F16, vec![1, 1, 1, 2], &[0; 4]).unwrap())],
+            None,
+        );
+        assert_eq!(Seed::from_bytes(&half.unwrap()).unwrap_err().to_string(), "`latents` is F16, expected F32");
+    }
 }

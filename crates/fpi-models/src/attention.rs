@@ -35,18 +35,23 @@ pub fn blocked_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, causal: bool)
 /// heads, output projection.
 #[derive(Module, Debug)]
 pub struct Attention {
+    /// The query projection.
     pub to_q: Linear,
+    /// The key projection.
     pub to_k: Linear,
+    /// The value projection.
     pub to_v: Linear,
     /// diffusers' `to_out.0` (its `to_out.1` is a dropout).
     pub to_out: Linear,
+    /// Attention heads.
     pub heads: usize,
     /// Each token attends only to itself and earlier ones (CLIP's text encoder).
     pub causal: bool,
 }
 
 impl Attention {
-    /// `dim` query channels, `context_dim` key/value channels; `qkv_bias` is false in the UNet, true in the VAE.
+    /// `dim` query channels, `context_dim` key/value channels; `qkv_bias`: whether the query, key and value
+    /// projections have biases (not in the UNet; in the VAE and CLIP).
     pub fn new(dim: usize, context_dim: usize, heads: usize, qkv_bias: bool, device: &Device) -> Self {
         let qkv = |d_in| LinearConfig::new(d_in, dim).with_bias(qkv_bias).init(device);
         Self {
@@ -89,7 +94,9 @@ fn merge_heads(x: Tensor<4>) -> Tensor<3> {
 /// The VAE's single-head spatial self-attention with its group norm and residual.
 #[derive(Module, Debug)]
 pub struct SpatialAttention {
+    /// Before the attention.
     pub group_norm: GroupNorm,
+    /// Single-head self-attention over the map's positions.
     pub attention: Attention,
 }
 

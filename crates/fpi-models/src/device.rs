@@ -1,4 +1,4 @@
-//! Choosing a compute device at run time: wgpu (any GPU, or lavapipe), ndarray, flex.
+//! Choosing a compute device at run time: wgpu (any GPU, or lavapipe), ndarray, flex, or `auto`.
 
 use std::fmt;
 use std::str::FromStr;
@@ -6,26 +6,41 @@ use std::str::FromStr;
 #[cfg(not(target_family = "wasm"))]
 use burn::tensor::Device;
 
-/// A backend the user can ask for.
+/// Where to run, as the user asks for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Backend {
-    /// WebGPU's API natively: Vulkan, Metal or DX12 (lavapipe where no GPU exists).
+    /// wgpu on a hardware GPU if there is one, else flex.
+    Auto,
+    /// wgpu: Vulkan, Metal or DX12 (a software adapter such as lavapipe where no GPU exists).
     Wgpu,
-    /// burn's portable CPU backend (the test backend).
+    /// burn's portable CPU backend (slow; the test backend).
+    #[cfg_attr(feature = "clap", value(name = "ndarray"))]
     NdArray,
     /// burn's fast CPU backend.
     Flex,
 }
 
+/// A device name that is not one of `auto`, `wgpu`, `ndarray`, `flex`.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown device {0:?} (expected auto, wgpu, ndarray or flex)")]
+pub struct UnknownBackend(pub String);
+
+/// wgpu found no adapter it can use.
+#[derive(Debug, thiserror::Error)]
+#[error("no usable wgpu adapter: {0}")]
+pub struct NoAdapter(pub String);
+
 impl FromStr for Backend {
-    type Err = String;
+    type Err = UnknownBackend;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
+            "auto" => Ok(Backend::Auto),
             "wgpu" => Ok(Backend::Wgpu),
             "ndarray" => Ok(Backend::NdArray),
             "flex" => Ok(Backend::Flex),
-            other => Err(format!("unknown device {other:?} (expected wgpu, ndarray or flex)")),
+            other => Err(UnknownBackend(other.into())),
         }
     }
 }
@@ -33,6 +48,7 @@ impl FromStr for Backend {
 impl fmt::Display for Backend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
+            Backend::Auto => "auto",
             Backend::Wgpu => "wgpu",
             Backend::NdArray => "ndarray",
             Backend::Flex => "flex",
@@ -40,15 +56,25 @@ impl fmt::Display for Backend {
     }
 }
 
+#[cfg(not(target_family = "wasm"))]
 impl Backend {
-    /// Opens the backend's device. wgpu fails with a message when no adapter exists.
-    #[cfg(not(target_family = "wasm"))]
-    pub fn device(self) -> Result<Device, String> {
+    /// The backend `auto` stands for on this machine (any other choice is itself): wgpu on a hardware GPU when
+    /// there is one (a software adapter such as lavapipe is far slower than flex), else flex.
+    pub fn resolve(self) -> Backend {
         match self {
+            Backend::Auto if adapters().iter().any(AdapterInfo::is_hardware) => Backend::Wgpu,
+            Backend::Auto => Backend::Flex,
+            chosen => chosen,
+        }
+    }
+
+    /// Opens the backend's device (`auto` resolved first). wgpu fails with a message when no adapter exists.
+    pub fn open(self) -> Result<Device, NoAdapter> {
+        match self.resolve() {
             #[allow(deprecated)]
             Backend::NdArray => Ok(Device::ndarray()),
-            Backend::Flex => Ok(Device::flex()),
-            Backend::Wgpu => Device::wgpu_options().init().map_err(|e| format!("no usable wgpu adapter: {e}")),
+            Backend::Flex | Backend::Auto => Ok(Device::flex()),
+            Backend::Wgpu => Device::wgpu_options().init().map_err(|e| NoAdapter(e.to_string())),
         }
     }
 }
@@ -56,6 +82,7 @@ impl Backend {
 /// A wgpu adapter as `fpi info` shows it.
 #[derive(Debug, Clone)]
 pub struct AdapterInfo {
+    /// The adapter's name.
     pub name: String,
     /// `DiscreteGpu`, `IntegratedGpu`, `VirtualGpu`, `Cpu` (software, e.g. lavapipe) or `Other`.
     pub kind: String,
@@ -65,6 +92,7 @@ pub struct AdapterInfo {
     pub max_binding: u64,
     /// The largest buffer, in bytes.
     pub max_buffer: u64,
+    /// Whether shaders can compute in f16.
     pub shader_f16: bool,
 }
 
@@ -95,11 +123,4 @@ pub fn adapters() -> Vec<AdapterInfo> {
             }
         })
         .collect()
-}
-
-/// `auto`: wgpu on a hardware GPU when there is one (a software adapter such as lavapipe is far slower than flex),
-/// else flex.
-#[cfg(not(target_family = "wasm"))]
-pub fn auto_backend() -> Backend {
-    if adapters().iter().any(AdapterInfo::is_hardware) { Backend::Wgpu } else { Backend::Flex }
 }

@@ -1,9 +1,10 @@
 //! A diffusers model folder (`unet/`, `vae/`, `text_encoder/`, `tokenizer/`, `scheduler/`) and how each part loads.
 
+use burn::store::ModuleSnapshot;
 use burn::tensor::Device;
 
 use crate::clip::{ClipTextModel, TokenTable};
-use crate::config::{ClipConfig, UNetConfig, VaeConfig, check_unet_options, parse_config};
+use crate::config::{ClipConfig, PartConfig, UNetConfig, VaeConfig, check_fit, parse_config};
 use crate::error::{Error, Result};
 #[cfg(not(target_family = "wasm"))]
 use crate::source::Directory;
@@ -13,7 +14,8 @@ use crate::unet::UNet2DConditionModel;
 use crate::vae::AutoencoderKL;
 use crate::weights::{CHUNK_BYTES, KeyMap, find_weights, load_module, read_header};
 
-/// diffusers' names for what burn's modules call otherwise.
+/// diffusers' names of the UNet's tensors that fpi's modules name otherwise (`to_out`, `ff.geglu`, `ff.out`: one
+/// field where diffusers has a list with a dropout, or a wrapper module).
 const UNET_KEYS: &[(&str, &str)] =
     &[(r"\.to_out\.0\.", ".to_out."), (r"\.ff\.net\.0\.proj\.", ".ff.geglu."), (r"\.ff\.net\.2\.", ".ff.out.")];
 
@@ -35,9 +37,31 @@ const CLIP_KEYS: &[(&str, &str)] = &[
 ];
 const TOKEN_TABLE: &str = "embeddings.token_embedding.weight";
 
+/// A part of a model folder: its folder, and how its weights file is named and keyed.
+struct Part {
+    /// The part's folder (also its name in [`LoadProgress`]).
+    dir: &'static str,
+    /// Names of its weights file, without `.safetensors` or `.fp16.safetensors`.
+    stems: &'static [&'static str],
+    /// How its file's keys become the module's parameter paths.
+    keys: KeyMap,
+}
+
+const UNET: Part =
+    Part { dir: "unet", stems: &["diffusion_pytorch_model"], keys: KeyMap { rules: UNET_KEYS, ignored: &[] } };
+const VAE: Part =
+    Part { dir: "vae", stems: &["diffusion_pytorch_model"], keys: KeyMap { rules: VAE_KEYS, ignored: &[] } };
+/// The token table is read apart (it stays in host memory); the position ids are a buffer, not a weight.
+const TEXT_ENCODER: Part = Part {
+    dir: "text_encoder",
+    stems: &["model"],
+    keys: KeyMap { rules: CLIP_KEYS, ignored: &[TOKEN_TABLE, "embeddings.position_ids"] },
+};
+
 /// A diffusers-layout Stable Diffusion folder, read through a [`ModelSource`].
 #[derive(Debug, Clone)]
 pub struct ModelFolder<S> {
+    /// Where the files come from.
     pub source: S,
     /// Weight bytes read and handed to the device at a time ([`CHUNK_BYTES`] unless changed).
     pub chunk_bytes: u64,
@@ -52,10 +76,7 @@ impl ModelFolder<Directory> {
     pub fn open(root: impl Into<std::path::PathBuf>) -> Result<Self> {
         let root = root.into();
         if !root.is_dir() {
-            return Err(Error::MissingFile(format!(
-                "{}: not a directory (expected a diffusers model folder with unet/, vae/, text_encoder/, tokenizer/)",
-                root.display()
-            )));
+            return Err(Error::NotAFolder { path: root });
         }
         Ok(Self::new(Directory { root }))
     }
@@ -72,10 +93,7 @@ impl<S: ModelSource> ModelFolder<S> {
         if self.source.exists(name) {
             Ok(name)
         } else {
-            Err(Error::MissingFile(format!(
-                "{}: missing (a model folder needs {name}/)",
-                self.source.display(name).display()
-            )))
+            Err(Error::MissingFile { path: self.source.display(name), needed: format!("a model folder needs {name}/") })
         }
     }
 
@@ -84,60 +102,36 @@ impl<S: ModelSource> ModelFolder<S> {
         let path = format!("{}/{file}", self.part(part)?);
         let shown = self.source.display(&path);
         if !self.source.exists(&path) {
-            return Err(Error::MissingFile(format!("{}: not found", shown.display())));
+            return Err(Error::MissingFile { path: shown, needed: format!("a model folder's {part}/ holds {file}") });
         }
         Ok((self.source.read_text(&path).await?, shown))
     }
 
-    async fn config<T: serde::de::DeserializeOwned>(
-        &self,
-        part: &str,
-        check_raw: impl Fn(&serde_json::Value) -> std::result::Result<(), String>,
-        validate: impl Fn(&T) -> std::result::Result<(), String>,
-    ) -> Result<T> {
-        let (text, path) = self.part_text(part, "config.json").await?;
-        parse_config(&text, &path, check_raw, validate)
+    async fn config<T: PartConfig>(&self, part: &Part) -> Result<T> {
+        let (text, path) = self.part_text(part.dir, "config.json").await?;
+        parse_config(&text, &path)
     }
 
     /// The UNet's config.
     pub async fn unet_config(&self) -> Result<UNetConfig> {
-        self.config("unet", check_unet_options, UNetConfig::validate).await
+        self.config(&UNET).await
     }
 
     /// The VAE's config.
     pub async fn vae_config(&self) -> Result<VaeConfig> {
-        self.config("vae", |_| Ok(()), VaeConfig::validate).await
+        self.config(&VAE).await
     }
 
     /// The text encoder's config.
     pub async fn clip_config(&self) -> Result<ClipConfig> {
-        self.config("text_encoder", |_| Ok(()), ClipConfig::validate).await
+        self.config(&TEXT_ENCODER).await
     }
 
     /// Checks that the parts fit together: the UNet reads the VAE's latents and CLIP's states, CLIP takes
     /// the tokenizer's 77 tokens.
     pub async fn check_parts(&self) -> Result<()> {
         let (unet, vae, clip) = (self.unet_config().await?, self.vae_config().await?, self.clip_config().await?);
-        let mismatch = |message: String| Err(Error::Config { path: self.source.display(""), message });
-        if unet.in_channels != vae.latent_channels || unet.out_channels != vae.latent_channels {
-            return mismatch(format!(
-                "the UNet takes {} and gives {} channels but the VAE's latents have {}",
-                unet.in_channels, unet.out_channels, vae.latent_channels
-            ));
-        }
-        if unet.cross_attention_dim != clip.hidden_size {
-            return mismatch(format!(
-                "the UNet attends to {}-wide text states but CLIP gives {}",
-                unet.cross_attention_dim, clip.hidden_size
-            ));
-        }
-        if clip.max_position_embeddings != 77 {
-            return mismatch(format!(
-                "CLIP has {} positions; SD1.x prompts are 77 tokens",
-                clip.max_position_embeddings
-            ));
-        }
-        Ok(())
+        check_fit(&unet, &vae, &clip).map_err(|source| Error::Config { path: self.source.display(""), source })
     }
 
     /// The text of `scheduler/scheduler_config.json` (parsed by the inversion core) and its path for messages.
@@ -145,38 +139,44 @@ impl<S: ModelSource> ModelFolder<S> {
         self.part_text("scheduler", "scheduler_config.json").await
     }
 
+    /// The path of `part`'s weights file.
+    fn weights(&self, part: &Part) -> Result<String, Error> {
+        find_weights(&self.source, self.part(part.dir)?, part.stems)
+    }
+
+    /// `module` with `part`'s weights from the file `weights`.
+    async fn load_weights<M: ModuleSnapshot>(
+        &self,
+        part: &Part,
+        weights: &str,
+        mut module: M,
+        progress: &mut LoadProgress<'_>,
+    ) -> Result<M> {
+        let mut progress = |done, total| progress(part.dir, done, total);
+        load_module(&mut module, &self.source, weights, &part.keys, self.chunk_bytes, &mut progress).await?;
+        Ok(module)
+    }
+
     /// The UNet with its weights on `device`.
     pub async fn load_unet(&self, device: &Device, progress: &mut LoadProgress<'_>) -> Result<UNet2DConditionModel> {
         let config = self.unet_config().await?;
-        let weights = find_weights(&self.source, self.part("unet")?, &["diffusion_pytorch_model"])?;
-        let mut unet = UNet2DConditionModel::new(&config, device);
-        let keys = key_map(UNET_KEYS, &[]);
-        let mut progress = |done, total| progress("unet", done, total);
-        load_module(&mut unet, &self.source, &weights, &keys, self.chunk_bytes, &mut progress).await?;
-        Ok(unet)
+        let weights = self.weights(&UNET)?;
+        self.load_weights(&UNET, &weights, UNet2DConditionModel::new(&config, device), progress).await
     }
 
     /// The VAE with its weights on `device`.
     pub async fn load_vae(&self, device: &Device, progress: &mut LoadProgress<'_>) -> Result<AutoencoderKL> {
         let config = self.vae_config().await?;
-        let weights = find_weights(&self.source, self.part("vae")?, &["diffusion_pytorch_model"])?;
-        let mut vae = AutoencoderKL::new(&config, device);
-        let keys = key_map(VAE_KEYS, &[]);
-        let mut progress = |done, total| progress("vae", done, total);
-        load_module(&mut vae, &self.source, &weights, &keys, self.chunk_bytes, &mut progress).await?;
-        Ok(vae)
+        let weights = self.weights(&VAE)?;
+        self.load_weights(&VAE, &weights, AutoencoderKL::new(&config, device), progress).await
     }
 
     /// The text encoder: its token table in host memory, the rest on `device`.
     pub async fn load_clip(&self, device: &Device, progress: &mut LoadProgress<'_>) -> Result<ClipTextModel> {
         let config = self.clip_config().await?;
-        let weights = find_weights(&self.source, self.part("text_encoder")?, &["model"])?;
+        let weights = self.weights(&TEXT_ENCODER)?;
         let table = self.read_token_table(&weights, &config).await?;
-        let mut clip = ClipTextModel::new(&config, table, device);
-        let keys = key_map(CLIP_KEYS, &[TOKEN_TABLE, "embeddings.position_ids"]);
-        let mut progress = |done, total| progress("text_encoder", done, total);
-        load_module(&mut clip, &self.source, &weights, &keys, self.chunk_bytes, &mut progress).await?;
-        Ok(clip)
+        self.load_weights(&TEXT_ENCODER, &weights, ClipTextModel::new(&config, table, device), progress).await
     }
 
     /// The tokenizer: `tokenizer/tokenizer.json` when present, else `vocab.json` + `merges.txt`.
@@ -190,10 +190,10 @@ impl<S: ModelSource> ModelFolder<S> {
         let (vocab, merges) = (format!("{dir}/vocab.json"), format!("{dir}/merges.txt"));
         for path in [&vocab, &merges] {
             if !self.source.exists(path) {
-                return Err(Error::MissingFile(format!(
-                    "{}: not found (a tokenizer folder needs tokenizer.json, or vocab.json and merges.txt)",
-                    self.source.display(path).display()
-                )));
+                return Err(Error::MissingFile {
+                    path: self.source.display(path),
+                    needed: "a tokenizer folder needs tokenizer.json, or vocab.json and merges.txt".into(),
+                });
             }
         }
         let (vocab_text, merges_text) = (self.source.read_text(&vocab).await?, self.source.read_text(&merges).await?);
@@ -201,7 +201,8 @@ impl<S: ModelSource> ModelFolder<S> {
         ClipTokenizer::from_vocab_merges(&vocab_text, &merges_text, &paths)
     }
 
-    /// Reads CLIP's token embedding table (f32, f16 or bf16 in the file) into host memory as f32.
+    /// Reads CLIP's token embedding table (f64, f32, f16 or bf16 in the file, as for the other weights) into host
+    /// memory as f32.
     async fn read_token_table(&self, path: &str, config: &ClipConfig) -> Result<TokenTable> {
         let shown = self.source.display(path);
         let header = read_header(&self.source, path).await?;
@@ -220,6 +221,7 @@ impl<S: ModelSource> ModelFolder<S> {
         let [start, end] = info.data_offsets;
         let bytes = self.source.read(path, header.data_start + start..header.data_start + end).await?;
         let rows = match info.dtype.as_str() {
+            "F64" => bytes.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().unwrap()) as f32).collect(),
             "F32" => bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect(),
             "F16" => bytes.chunks_exact(2).map(|b| burn::tensor::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
             "BF16" => bytes.chunks_exact(2).map(|b| burn::tensor::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
@@ -229,8 +231,4 @@ impl<S: ModelSource> ModelFolder<S> {
         };
         Ok(TokenTable { rows, dim: config.hidden_size })
     }
-}
-
-fn key_map(rules: &[(&'static str, &'static str)], ignored: &[&'static str]) -> KeyMap {
-    KeyMap { rules: rules.to_vec(), ignored: ignored.to_vec() }
 }

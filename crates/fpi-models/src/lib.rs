@@ -10,6 +10,8 @@
 //! No tensor on the device exceeds 128 MiB at SD1.5 size: CLIP's token table stays on the host, attention runs
 //! in blocks of query rows, and the VAE holds its large feature maps as bands of rows ([`feature_map::Bands`]).
 
+#![warn(missing_docs)]
+
 pub mod attention;
 pub mod clip;
 pub mod config;

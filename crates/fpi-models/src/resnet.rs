@@ -24,11 +24,15 @@ pub fn group_norm(groups: usize, channels: usize, eps: f64, device: &Device) -> 
 /// Two norm–SiLU–conv stages with a residual, optionally shifted by a time embedding.
 #[derive(Module, Debug)]
 pub struct ResnetBlock2D {
+    /// Before the first convolution.
     pub norm1: GroupNorm,
+    /// The first 3×3 convolution.
     pub conv1: Conv2d,
     /// Projects the time embedding to a per-channel shift (UNet only).
     pub time_emb_proj: Option<Linear>,
+    /// Before the second convolution.
     pub norm2: GroupNorm,
+    /// The second 3×3 convolution.
     pub conv2: Conv2d,
     /// A 1×1 convolution on the residual when the channel count changes.
     pub conv_shortcut: Option<Conv2d>,
@@ -37,11 +41,15 @@ pub struct ResnetBlock2D {
 /// The shape of a [`ResnetBlock2D`].
 #[derive(Debug, Clone, Copy)]
 pub struct ResnetShape {
+    /// Channels in.
     pub in_channels: usize,
+    /// Channels out.
     pub out_channels: usize,
     /// Width of the time embedding; `None` in the VAE.
     pub temb_channels: Option<usize>,
+    /// Groups of the group norms.
     pub groups: usize,
+    /// Epsilon of the group norms.
     pub eps: f64,
 }
 
@@ -77,6 +85,7 @@ impl ResnetBlock2D {
 /// A stride-2 3×3 convolution. diffusers' VAE encoder pads only the bottom and right (`padding = 0`).
 #[derive(Module, Debug)]
 pub struct Downsample2D {
+    /// The strided convolution.
     pub conv: Conv2d,
 }
 
@@ -101,6 +110,7 @@ impl Downsample2D {
 /// Nearest-neighbour 2× upsampling followed by a 3×3 convolution.
 #[derive(Module, Debug)]
 pub struct Upsample2D {
+    /// The convolution after upsampling.
     pub conv: Conv2d,
 }
 

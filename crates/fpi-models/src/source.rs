@@ -26,9 +26,8 @@ pub trait ModelSource {
     }
 
     /// The whole file as UTF-8 text.
-    async fn read_text(&self, path: &str) -> Result<String> {
-        String::from_utf8(self.read_all(path).await?)
-            .map_err(|_| Error::Config { path: self.display(path), message: "not UTF-8 text".into() })
+    async fn read_text(&self, path: &str) -> Result<String, Error> {
+        String::from_utf8(self.read_all(path).await?).map_err(|_| Error::NotText { path: self.display(path) })
     }
 }
 
@@ -36,6 +35,7 @@ pub trait ModelSource {
 #[cfg(not(target_family = "wasm"))]
 #[derive(Debug, Clone)]
 pub struct Directory {
+    /// The model folder.
     pub root: PathBuf,
 }
 

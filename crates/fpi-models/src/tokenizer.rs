@@ -45,36 +45,25 @@ impl ClipTokenizer {
     /// Builds CLIP's tokenizer from the texts of its vocabulary (`vocab.json`) and merge list (`merges.txt`), the
     /// files of SD1.5's `tokenizer/` folder, read from `paths` (vocabulary, merges).
     pub fn from_vocab_merges(vocab: &str, merges: &str, paths: &[std::path::PathBuf; 2]) -> Result<Self> {
-        let path = paths[0].as_path();
-        let vocab: HashMap<String, u32> = serde_json::from_str(vocab).map_err(|e| tokenizer_error(path, e))?;
-        let mut pairs = Vec::new();
-        for (line, text) in merges.lines().enumerate().filter(|(_, l)| !l.starts_with("#version") && !l.is_empty()) {
-            match text.split_once(' ') {
-                Some((a, b)) if !b.contains(' ') => pairs.push((a.to_owned(), b.to_owned())),
-                _ => {
-                    return Err(tokenizer_error(
-                        &paths[1],
-                        format!("line {} is not a pair of tokens: {text:?}", line + 1),
-                    ));
-                }
-            }
-        }
+        let [vocab_path, merges_path] = paths;
+        let vocab: HashMap<String, u32> = serde_json::from_str(vocab).map_err(|e| tokenizer_error(vocab_path, e))?;
+        let pairs = merge_pairs(merges, merges_path)?;
+        // The merges must be pairs of tokens in the vocabulary, so the builder's errors are the merge list's.
         let bpe = BPE::builder()
             .vocab_and_merges(vocab.into_iter().collect::<Vocab>(), pairs)
             .unk_token(END.into())
             .continuing_subword_prefix(String::new())
             .end_of_word_suffix("</w>".into())
             .build()
-            .map_err(|e| tokenizer_error(path, e))?;
+            .map_err(|e| tokenizer_error(merges_path, e))?;
         let mut inner = Tokenizer::new(bpe);
-        let whitespace =
-            Replace::new(ReplacePattern::Regex(r"\s+".into()), " ").map_err(|e| tokenizer_error(path, e))?;
+        let whitespace = Replace::new(ReplacePattern::Regex(r"\s+".into()), " ").expect("a valid regex");
         inner.with_normalizer(Some(Normalizers::new(vec![NFC.into(), whitespace.into(), Lowercase.into()])));
         let words = Split::new(SplitPattern::Regex(CLIP_WORDS.into()), SplitDelimiterBehavior::Removed, true)
-            .map_err(|e| tokenizer_error(path, e))?;
+            .expect("a valid regex");
         inner
             .with_pre_tokenizer(Some(PreTokenizers::new(vec![words.into(), ByteLevel::new(false, true, true).into()])));
-        Self::new(inner, path)
+        Self::new(inner, vocab_path)
     }
 
     fn new(mut inner: Tokenizer, path: &Path) -> Result<Self> {
@@ -91,10 +80,7 @@ impl ClipTokenizer {
 
     /// Tokenizes a prompt into exactly 77 ids, as diffusers' SD1.5 pipeline does (truncating long prompts).
     pub fn encode(&self, prompt: &str) -> Result<Tokens> {
-        let encoding = self
-            .inner
-            .encode(prompt, false)
-            .map_err(|e| Error::Tokenizer { path: "<prompt>".into(), message: e.to_string() })?;
+        let encoding = self.inner.encode(prompt, false).map_err(|e| Error::Tokenize { message: e.to_string() })?;
         let words = encoding.get_ids();
         let room = self.max_len - 2;
         let kept = &words[..words.len().min(room)];
@@ -104,6 +90,17 @@ impl ClipTokenizer {
         ids.resize(self.max_len, self.end);
         Ok(Tokens { ids, dropped: words.len() - kept.len() })
     }
+}
+
+/// The token pairs of `merges.txt` (read from `path`), without its `#version` line and empty lines.
+fn merge_pairs(merges: &str, path: &Path) -> Result<Vec<(String, String)>> {
+    let lines = merges.lines().enumerate().filter(|(_, l)| !l.starts_with("#version") && !l.is_empty());
+    lines
+        .map(|(line, text)| match text.split_once(' ') {
+            Some((a, b)) if !b.contains(' ') => Ok((a.to_owned(), b.to_owned())),
+            _ => Err(tokenizer_error(path, format!("line {} is not a pair of tokens: {text:?}", line + 1))),
+        })
+        .collect()
 }
 
 fn tokenizer_error(path: &Path, e: impl std::fmt::Display) -> Error {

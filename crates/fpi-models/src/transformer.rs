@@ -33,11 +33,17 @@ impl FeedForward {
 /// Pre-LN block: self-attention, cross-attention on the text states, GEGLU feed-forward; each with a residual.
 #[derive(Module, Debug)]
 pub struct BasicTransformerBlock {
+    /// Before the self-attention.
     pub norm1: LayerNorm,
+    /// Self-attention.
     pub attn1: Attention,
+    /// Before the cross-attention.
     pub norm2: LayerNorm,
+    /// Cross-attention on the text states.
     pub attn2: Attention,
+    /// Before the feed-forward.
     pub norm3: LayerNorm,
+    /// The GEGLU feed-forward.
     pub ff: FeedForward,
 }
 
@@ -64,27 +70,39 @@ impl BasicTransformerBlock {
 /// The projection in and out of the token sequence: a 1×1 convolution (SD1.x) or a linear layer (SD2.x).
 #[derive(Module, Debug)]
 pub enum Projection {
+    /// `use_linear_projection: false`.
     Conv(Conv2d),
+    /// `use_linear_projection: true`.
     Linear(Linear),
 }
 
 /// Group norm, projection to tokens, transformer blocks, projection back, residual.
 #[derive(Module, Debug)]
 pub struct Transformer2DModel {
+    /// Before the projection in.
     pub norm: GroupNorm,
+    /// Feature map to tokens.
     pub proj_in: Projection,
+    /// `transformer_layers_per_block` blocks.
     pub transformer_blocks: Vec<BasicTransformerBlock>,
+    /// Tokens back to the feature map.
     pub proj_out: Projection,
 }
 
 /// The shape of a [`Transformer2DModel`].
 #[derive(Debug, Clone, Copy)]
 pub struct TransformerShape {
+    /// Channels of the feature map (and width of the tokens).
     pub channels: usize,
+    /// Attention heads.
     pub heads: usize,
+    /// Width of the text states.
     pub context_dim: usize,
+    /// Transformer blocks.
     pub depth: usize,
+    /// Groups of the group norm.
     pub groups: usize,
+    /// Linear projections in and out, else 1×1 convolutions.
     pub linear_projection: bool,
 }
 
@@ -92,9 +110,12 @@ impl Transformer2DModel {
     /// A transformer of the given shape (weights to be loaded).
     pub fn new(s: TransformerShape, device: &Device) -> Self {
         let c = s.channels;
-        let projection = || match s.linear_projection {
-            true => Projection::Linear(LinearConfig::new(c, c).init(device)),
-            false => Projection::Conv(conv([c, c], 1, 1, 0, device)),
+        let projection = || {
+            if s.linear_projection {
+                Projection::Linear(LinearConfig::new(c, c).init(device))
+            } else {
+                Projection::Conv(conv([c, c], 1, 1, 0, device))
+            }
         };
         Self {
             norm: group_norm(s.groups, c, 1e-6, device),

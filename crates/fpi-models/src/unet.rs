@@ -6,21 +6,25 @@ use burn::nn::{GroupNorm, Linear, LinearConfig};
 use burn::tensor::activation::silu;
 use burn::tensor::{Device, Tensor};
 
-use crate::config::UNetConfig;
+use crate::config::{DownBlockType, UNetConfig, UpBlockType};
 use crate::resnet::{Downsample2D, ResnetBlock2D, ResnetShape, Upsample2D, conv, group_norm};
 use crate::transformer::{Transformer2DModel, TransformerShape};
 
 /// The time MLP: sinusoidal features → linear → SiLU → linear.
 #[derive(Module, Debug)]
 pub struct TimestepEmbedding {
+    /// From the sinusoidal features to the embedding's width.
     pub linear_1: Linear,
+    /// After the SiLU.
     pub linear_2: Linear,
 }
 
 /// One level on the way down: resnets (each followed by a transformer in cross-attention levels), then a downsampler.
 #[derive(Module, Debug)]
 pub struct DownBlock {
+    /// `layers_per_block` resnets.
     pub resnets: Vec<ResnetBlock2D>,
+    /// One after each resnet in a cross-attention level, else none.
     pub attentions: Vec<Transformer2DModel>,
     /// diffusers' `downsamplers.0`; absent on the last level.
     pub downsamplers: Vec<Downsample2D>,
@@ -29,14 +33,18 @@ pub struct DownBlock {
 /// The bottom: resnet, transformer, resnet.
 #[derive(Module, Debug)]
 pub struct MidBlock {
+    /// The two resnets.
     pub resnets: Vec<ResnetBlock2D>,
+    /// The transformer between them.
     pub attentions: Vec<Transformer2DModel>,
 }
 
 /// One level on the way up: each resnet takes a skip connection; then an upsampler.
 #[derive(Module, Debug)]
 pub struct UpBlock {
+    /// `layers_per_block + 1` resnets.
     pub resnets: Vec<ResnetBlock2D>,
+    /// One after each resnet in a cross-attention level, else none.
     pub attentions: Vec<Transformer2DModel>,
     /// diffusers' `upsamplers.0`; absent on the last level.
     pub upsamplers: Vec<Upsample2D>,
@@ -45,109 +53,145 @@ pub struct UpBlock {
 /// The SD1.x noise predictor.
 #[derive(Module, Debug)]
 pub struct UNet2DConditionModel {
+    /// The timestep's embedding, added to every resnet.
     pub time_embedding: TimestepEmbedding,
+    /// Latents to the first level's channels.
     pub conv_in: Conv2d,
+    /// The levels on the way down.
     pub down_blocks: Vec<DownBlock>,
+    /// The bottom.
     pub mid_block: MidBlock,
+    /// The levels on the way up, the deepest first.
     pub up_blocks: Vec<UpBlock>,
+    /// Before the output convolution.
     pub conv_norm_out: GroupNorm,
+    /// To the predicted noise's channels.
     pub conv_out: Conv2d,
     /// Width of the sinusoidal timestep features (`block_out_channels[0]`).
     pub time_features: usize,
+    /// Timestep features as cosines then sines (else sines then cosines).
     pub flip_sin_to_cos: bool,
+    /// Shifts the timestep frequencies' denominator.
     pub freq_shift: usize,
 }
 
+/// Builds the UNet's blocks from its config.
+struct Builder<'a> {
+    config: &'a UNetConfig,
+    device: &'a Device,
+}
+
+impl Builder<'_> {
+    fn channels(&self, level: usize) -> usize {
+        self.config.block_out_channels[level]
+    }
+
+    fn resnet(&self, in_channels: usize, out_channels: usize) -> ResnetBlock2D {
+        let o = &self.config.options;
+        let temb_channels = Some(4 * self.channels(0));
+        let shape =
+            ResnetShape { in_channels, out_channels, temb_channels, groups: o.norm_num_groups, eps: o.norm_eps };
+        ResnetBlock2D::new(shape, self.device)
+    }
+
+    /// `n` spatial transformers of level `level` if it has cross-attention, else none.
+    fn transformers(&self, cross_attention: bool, n: usize, level: usize) -> Vec<Transformer2DModel> {
+        let (c, o) = (self.config, &self.config.options);
+        let shape = TransformerShape {
+            channels: self.channels(level),
+            heads: c.heads(level),
+            context_dim: c.cross_attention_dim,
+            depth: o.transformer_layers_per_block.get(level),
+            groups: o.norm_num_groups,
+            linear_projection: o.use_linear_projection,
+        };
+        let n = if cross_attention { n } else { 0 };
+        (0..n).map(|_| Transformer2DModel::new(shape, self.device)).collect()
+    }
+
+    fn down_block(&self, level: usize, kind: DownBlockType) -> DownBlock {
+        let layers = self.config.layers_per_block.get(level);
+        let (input, out) = (self.channels(level.saturating_sub(1)), self.channels(level));
+        let cross_attention = match kind {
+            DownBlockType::CrossAttnDownBlock2D => true,
+            DownBlockType::DownBlock2D => false,
+        };
+        let last = level + 1 == self.config.block_out_channels.len();
+        let padding = self.config.options.downsample_padding;
+        DownBlock {
+            resnets: (0..layers).map(|j| self.resnet(if j == 0 { input } else { out }, out)).collect(),
+            attentions: self.transformers(cross_attention, layers, level),
+            downsamplers: (!last).then(|| Downsample2D::new(out, padding, self.device)).into_iter().collect(),
+        }
+    }
+
+    fn mid_block(&self) -> MidBlock {
+        let level = self.config.block_out_channels.len() - 1;
+        let bottom = self.channels(level);
+        MidBlock {
+            resnets: vec![self.resnet(bottom, bottom), self.resnet(bottom, bottom)],
+            attentions: self.transformers(true, 1, level),
+        }
+    }
+
+    /// Up block `i` (of level `levels − 1 − i`): its resnets take the previous block's output and the skip
+    /// connections of the matching down block, the last one the skip from the level above.
+    fn up_block(&self, i: usize, kind: UpBlockType) -> UpBlock {
+        let levels = self.config.block_out_channels.len();
+        let level = levels - 1 - i;
+        let layers = self.config.layers_per_block.get(level) + 1;
+        let out = self.channels(level);
+        let prev_out = self.channels((level + 1).min(levels - 1));
+        let skip_in = self.channels(level.saturating_sub(1));
+        let cross_attention = match kind {
+            UpBlockType::CrossAttnUpBlock2D => true,
+            UpBlockType::UpBlock2D => false,
+        };
+        let resnet = |j| {
+            let skip = if j == layers - 1 { skip_in } else { out };
+            let input = if j == 0 { prev_out } else { out };
+            self.resnet(input + skip, out)
+        };
+        UpBlock {
+            resnets: (0..layers).map(resnet).collect(),
+            attentions: self.transformers(cross_attention, layers, level),
+            upsamplers: (level > 0).then(|| Upsample2D::new(out, self.device)).into_iter().collect(),
+        }
+    }
+}
+
 impl UNet2DConditionModel {
-    /// A UNet shaped by `config` (weights to be loaded). The config must have passed [`UNetConfig::validate`].
+    /// A UNet shaped by `config` (weights to be loaded). The config must have passed [`UNetConfig`]'s checks
+    /// ([`crate::config::PartConfig::validate`]).
     pub fn new(config: &UNetConfig, device: &Device) -> Self {
-        let ch = &config.block_out_channels;
-        let levels = ch.len();
-        let temb = 4 * ch[0];
-        let resnet = |in_channels, out_channels| {
-            let shape = ResnetShape {
-                in_channels,
-                out_channels,
-                temb_channels: Some(temb),
-                groups: config.norm_num_groups,
-                eps: config.norm_eps,
-            };
-            ResnetBlock2D::new(shape, device)
-        };
-        let transformer = |channels, level: usize| {
-            let shape = TransformerShape {
-                channels,
-                heads: config.heads(level),
-                context_dim: config.cross_attention_dim,
-                depth: config.transformer_layers_per_block.get(level),
-                groups: config.norm_num_groups,
-                linear_projection: config.use_linear_projection,
-            };
-            Transformer2DModel::new(shape, device)
-        };
-
-        let mut down_blocks = Vec::with_capacity(levels);
-        for (i, kind) in config.down_block_types.iter().enumerate() {
-            let layers = config.layers_per_block.get(i);
-            let input = if i == 0 { ch[0] } else { ch[i - 1] };
-            let out = ch[i];
-            down_blocks.push(DownBlock {
-                resnets: (0..layers).map(|j| resnet(if j == 0 { input } else { out }, out)).collect(),
-                attentions: match kind.as_str() {
-                    "CrossAttnDownBlock2D" => (0..layers).map(|_| transformer(out, i)).collect(),
-                    _ => Vec::new(),
-                },
-                downsamplers: (i + 1 < levels)
-                    .then(|| Downsample2D::new(out, config.downsample_padding, device))
-                    .into_iter()
-                    .collect(),
-            });
-        }
-
-        let bottom = ch[levels - 1];
-        let mid_block = MidBlock {
-            resnets: vec![resnet(bottom, bottom), resnet(bottom, bottom)],
-            attentions: vec![transformer(bottom, levels - 1)],
-        };
-
-        let mut up_blocks = Vec::with_capacity(levels);
-        for (i, kind) in config.up_block_types.iter().enumerate() {
-            let level = levels - 1 - i;
-            let layers = config.layers_per_block.get(level) + 1;
-            let out = ch[level];
-            let prev_out = if i == 0 { ch[levels - 1] } else { ch[level + 1] };
-            let skip_in = ch[level.saturating_sub(1)];
-            up_blocks.push(UpBlock {
-                resnets: (0..layers)
-                    .map(|j| {
-                        let skip = if j == layers - 1 { skip_in } else { out };
-                        let input = if j == 0 { prev_out } else { out };
-                        resnet(input + skip, out)
-                    })
-                    .collect(),
-                attentions: match kind.as_str() {
-                    "CrossAttnUpBlock2D" => (0..layers).map(|_| transformer(out, level)).collect(),
-                    _ => Vec::new(),
-                },
-                upsamplers: (i + 1 < levels).then(|| Upsample2D::new(out, device)).into_iter().collect(),
-            });
-        }
-
+        let b = Builder { config, device };
+        let (o, ch0) = (&config.options, b.channels(0));
+        let temb = 4 * ch0;
         Self {
             time_embedding: TimestepEmbedding {
-                linear_1: LinearConfig::new(ch[0], temb).init(device),
+                linear_1: LinearConfig::new(ch0, temb).init(device),
                 linear_2: LinearConfig::new(temb, temb).init(device),
             },
-            conv_in: conv([config.in_channels, ch[0]], 3, 1, 1, device),
-            down_blocks,
-            mid_block,
-            up_blocks,
-            conv_norm_out: group_norm(config.norm_num_groups, ch[0], config.norm_eps, device),
-            conv_out: conv([ch[0], config.out_channels], 3, 1, 1, device),
-            time_features: ch[0],
-            flip_sin_to_cos: config.flip_sin_to_cos,
-            freq_shift: config.freq_shift,
+            conv_in: conv([config.in_channels, ch0], 3, 1, 1, device),
+            down_blocks: config.down_block_types.iter().enumerate().map(|(i, &kind)| b.down_block(i, kind)).collect(),
+            mid_block: b.mid_block(),
+            up_blocks: config.up_block_types.iter().enumerate().map(|(i, &kind)| b.up_block(i, kind)).collect(),
+            conv_norm_out: group_norm(o.norm_num_groups, ch0, o.norm_eps, device),
+            conv_out: conv([ch0, config.out_channels], 3, 1, 1, device),
+            time_features: ch0,
+            flip_sin_to_cos: o.flip_sin_to_cos,
+            freq_shift: o.freq_shift,
         }
+    }
+
+    /// Channels of the latents it reads and predicts (4 for SD1.x).
+    pub fn latent_channels(&self) -> usize {
+        self.conv_in.weight.dims()[1]
+    }
+
+    /// Latent sides must be multiples of this: the UNet halves them once per downsampling level (8 for SD1.x).
+    pub fn latent_multiple(&self) -> usize {
+        1 << self.down_blocks.iter().filter(|b| !b.downsamplers.is_empty()).count()
     }
 
     /// ε for latents `x` `[B, 4, h, w]` at `timesteps` `[B]`, conditioned on text states `context` `[B, 77, C]`.
@@ -202,9 +246,6 @@ impl UNet2DConditionModel {
         let freqs = Tensor::<1>::from_floats(freqs.as_slice(), &device).unsqueeze_dim::<2>(0);
         let angles = timesteps.unsqueeze_dim::<2>(1) * freqs;
         let (sin, cos) = (angles.clone().sin(), angles.cos());
-        match self.flip_sin_to_cos {
-            true => Tensor::cat(vec![cos, sin], 1),
-            false => Tensor::cat(vec![sin, cos], 1),
-        }
+        if self.flip_sin_to_cos { Tensor::cat(vec![cos, sin], 1) } else { Tensor::cat(vec![sin, cos], 1) }
     }
 }

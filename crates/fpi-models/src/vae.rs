@@ -19,6 +19,7 @@ pub const BAND_BYTES: usize = 32 << 20;
 /// Resnet, attention, resnet at the lowest resolution.
 #[derive(Module, Debug)]
 pub struct VaeMidBlock {
+    /// The two resnets.
     pub resnets: Vec<ResnetBlock2D>,
     /// Empty when the config sets `mid_block_add_attention: false`.
     pub attentions: Vec<SpatialAttention>,
@@ -46,43 +47,61 @@ impl VaeMidBlock {
 /// A level of the encoder: resnets, then a downsampler (except on the last level).
 #[derive(Module, Debug)]
 pub struct EncoderBlock {
+    /// `layers_per_block` resnets.
     pub resnets: Vec<ResnetBlock2D>,
+    /// diffusers' `downsamplers.0`; absent on the last level.
     pub downsamplers: Vec<Downsample2D>,
 }
 
 /// A level of the decoder: resnets, then an upsampler (except on the last level).
 #[derive(Module, Debug)]
 pub struct DecoderBlock {
+    /// `layers_per_block + 1` resnets.
     pub resnets: Vec<ResnetBlock2D>,
+    /// diffusers' `upsamplers.0`; absent on the last level.
     pub upsamplers: Vec<Upsample2D>,
 }
 
 /// Image `[B, 3, H, W]` → the posterior's moments `[B, 2·latent_channels, H/f, W/f]`.
 #[derive(Module, Debug)]
 pub struct Encoder {
+    /// Image to the first level's channels.
     pub conv_in: Conv2d,
+    /// The levels, each halving the sides but the last.
     pub down_blocks: Vec<EncoderBlock>,
+    /// At the lowest resolution.
     pub mid_block: VaeMidBlock,
+    /// Before the output convolution.
     pub conv_norm_out: GroupNorm,
+    /// To the posterior's moments.
     pub conv_out: Conv2d,
 }
 
 /// Latents `[B, latent_channels, h, w]` → image `[B, 3, h·f, w·f]`.
 #[derive(Module, Debug)]
 pub struct Decoder {
+    /// Latents to the last level's channels.
     pub conv_in: Conv2d,
+    /// At the lowest resolution.
     pub mid_block: VaeMidBlock,
+    /// The levels, deepest first, each doubling the sides but the last.
     pub up_blocks: Vec<DecoderBlock>,
+    /// Before the output convolution.
     pub conv_norm_out: GroupNorm,
+    /// To the image's channels.
     pub conv_out: Conv2d,
 }
 
 /// The VAE: encoder, decoder and the 1×1 (post-)quantisation convolutions.
 #[derive(Module, Debug)]
 pub struct AutoencoderKL {
+    /// Image → posterior moments.
     pub encoder: Encoder,
+    /// A 1×1 convolution on the moments (absent with `use_quant_conv: false`).
     pub quant_conv: Option<Conv2d>,
+    /// A 1×1 convolution on the latents before decoding (absent with `use_post_quant_conv: false`).
     pub post_quant_conv: Option<Conv2d>,
+    /// Latents → image.
     pub decoder: Decoder,
     /// Latents are `scaling_factor` × the posterior mean.
     pub scaling_factor: f64,
@@ -103,10 +122,11 @@ fn vae_resnet(in_channels: usize, out_channels: usize, groups: usize) -> ResnetS
 }
 
 impl AutoencoderKL {
-    /// A VAE shaped by `config` (weights to be loaded). The config must have passed [`VaeConfig::validate`].
+    /// A VAE shaped by `config` (weights to be loaded). The config must have passed [`VaeConfig`]'s checks
+    /// ([`crate::config::PartConfig::validate`]).
     pub fn new(config: &VaeConfig, device: &Device) -> Self {
-        let ch = &config.block_out_channels;
-        let (levels, groups, layers) = (ch.len(), config.norm_num_groups, config.layers_per_block);
+        let (ch, o) = (&config.block_out_channels, &config.options);
+        let (levels, groups, layers) = (ch.len(), o.norm_num_groups, config.layers_per_block);
         let latent = config.latent_channels;
         let resnet = |i, o| ResnetBlock2D::new(vae_resnet(i, o, groups), device);
         let top = ch[levels - 1];
@@ -125,14 +145,14 @@ impl AutoencoderKL {
                     }
                 })
                 .collect(),
-            mid_block: VaeMidBlock::new(top, groups, config.mid_block_add_attention, device),
+            mid_block: VaeMidBlock::new(top, groups, o.mid_block_add_attention, device),
             conv_norm_out: group_norm(groups, top, VAE_EPS, device),
             conv_out: conv([top, 2 * latent], 3, 1, 1, device),
         };
 
         let decoder = Decoder {
             conv_in: conv([latent, top], 3, 1, 1, device),
-            mid_block: VaeMidBlock::new(top, groups, config.mid_block_add_attention, device),
+            mid_block: VaeMidBlock::new(top, groups, o.mid_block_add_attention, device),
             up_blocks: (0..levels)
                 .map(|i| {
                     let out = ch[levels - 1 - i];
@@ -149,12 +169,22 @@ impl AutoencoderKL {
 
         Self {
             encoder,
-            quant_conv: config.use_quant_conv.then(|| conv([2 * latent, 2 * latent], 1, 1, 0, device)),
-            post_quant_conv: config.use_post_quant_conv.then(|| conv([latent, latent], 1, 1, 0, device)),
+            quant_conv: o.use_quant_conv.then(|| conv([2 * latent, 2 * latent], 1, 1, 0, device)),
+            post_quant_conv: o.use_post_quant_conv.then(|| conv([latent, latent], 1, 1, 0, device)),
             decoder,
-            scaling_factor: config.scaling_factor,
+            scaling_factor: o.scaling_factor,
             band_bytes: BAND_BYTES,
         }
+    }
+
+    /// Pixels per latent cell along a side: 2 per downsampling level (8 for SD1.x).
+    pub fn downsampling_factor(&self) -> usize {
+        1 << self.encoder.down_blocks.iter().filter(|b| !b.downsamplers.is_empty()).count()
+    }
+
+    /// Channels of the images it encodes (3: RGB; checked when the VAE's config is read).
+    pub fn image_channels(&self) -> usize {
+        self.encoder.conv_in.weight.dims()[1]
     }
 
     /// The posterior of images `x` in [-1, 1], `[B, 3, H, W]`.

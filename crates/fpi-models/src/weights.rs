@@ -17,14 +17,18 @@ use crate::source::ModelSource;
 /// One tensor's entry in a safetensors header.
 #[derive(Debug, Clone, Deserialize)]
 pub struct TensorInfo {
+    /// safetensors' name of its type (`F32`, `F16`, …).
     pub dtype: String,
+    /// Its shape.
     pub shape: Vec<usize>,
+    /// Where its bytes are, from the start of the data section.
     pub data_offsets: [u64; 2],
 }
 
 /// The tensors of a safetensors file, by key, and where its data begins.
 #[derive(Debug, Clone)]
 pub struct Header {
+    /// The tensors' entries, by key.
     pub tensors: BTreeMap<String, TensorInfo>,
     /// Byte offset of the data section (tensor offsets count from here).
     pub data_start: u64,
@@ -76,9 +80,9 @@ fn dtype_size(dtype: &str) -> Option<u64> {
 /// How keys of a file become the module's parameter paths.
 pub struct KeyMap {
     /// Regex → replacement, applied in order (the same rules burn-store is given).
-    pub rules: Vec<(&'static str, &'static str)>,
+    pub rules: &'static [(&'static str, &'static str)],
     /// File keys (after the rules) that are expected in files but not loaded into the module.
-    pub ignored: Vec<&'static str>,
+    pub ignored: &'static [&'static str],
 }
 
 impl KeyMap {
@@ -93,7 +97,7 @@ impl KeyMap {
 
 /// The weights file of a model part (`dir` is its folder, e.g. `unet`): the full-precision name first, then the
 /// `.fp16` variant.
-pub fn find_weights(source: &impl ModelSource, dir: &str, stems: &[&str]) -> Result<String> {
+pub fn find_weights(source: &impl ModelSource, dir: &str, stems: &[&str]) -> Result<String, Error> {
     let mut tried = Vec::new();
     for suffix in ["safetensors", "fp16.safetensors"] {
         for stem in stems {
@@ -104,11 +108,7 @@ pub fn find_weights(source: &impl ModelSource, dir: &str, stems: &[&str]) -> Res
             tried.push(format!("{stem}.{suffix}"));
         }
     }
-    Err(Error::MissingFile(format!(
-        "{}: no weights file (looked for {}; .bin/.ckpt files are not read, convert them to safetensors)",
-        source.display(dir).display(),
-        tried.join(", ")
-    )))
+    Err(Error::NoWeights { path: source.display(dir), tried: tried.join(", ") })
 }
 
 /// Bytes of weights read and handed to the device at a time by default: bounds the host memory a load needs.
@@ -173,7 +173,7 @@ pub async fn load_module<M: ModuleSnapshot>(
     let mut done = 0;
     progress(done, total);
     // Parameters no chunk has set yet (burn's paths); a chunk sets some of them.
-    let mut unset: Option<BTreeSet<String>> = None;
+    let mut unset: Option<ParamPaths> = None;
     for chunk in chunks(&tensors, chunk_bytes) {
         let (first, last) = (chunk[0].1.data_offsets[0], chunk[chunk.len() - 1].1.data_offsets[1]);
         let data = source.read(path, header.data_start + first..header.data_start + last).await?;
@@ -187,10 +187,8 @@ pub async fn load_module<M: ModuleSnapshot>(
     }
     // Every tensor was checked against the module above, so this only fails if burn-store maps a key otherwise.
     if let Some(name) = unset.unwrap_or_default().into_iter().next() {
-        return Err(Error::NotSafetensors {
-            path: shown,
-            message: format!("no tensor of the file was loaded into the model's {name}"),
-        });
+        let message = format!("no tensor of the file was loaded into the model's {name}");
+        return Err(Error::WeightsNotApplied { path: shown, message });
     }
     Ok(())
 }
@@ -236,23 +234,26 @@ fn safetensors_bytes(tensors: &[(&String, &TensorInfo)], base: u64, data: Vec<u8
     bytes
 }
 
+/// Paths of a module's parameters, in burn's naming.
+type ParamPaths = BTreeSet<String>;
+
 /// Applies the tensors of one in-memory safetensors file to `module`; returns the parameters it left unset.
 fn apply_chunk<M: ModuleSnapshot>(
     module: &mut M,
     bytes: Vec<u8>,
     keys: &KeyMap,
     path: &std::path::Path,
-) -> Result<BTreeSet<String>> {
+) -> Result<ParamPaths> {
     let mut store = keys
         .rules
         .iter()
-        .fold(SafetensorsStore::from_bytes(Some(bytes)), |store, (from, to)| store.with_key_remapping(*from, *to));
+        .fold(SafetensorsStore::from_bytes(Some(bytes)), |store, &(from, to)| store.with_key_remapping(from, to));
     store = store
         .with_from_adapter(PyTorchToBurnAdapter.chain(FloatCastAdapter::to(DType::F32)))
         .skip_enum_variants(true)
         .allow_partial(true)
         .validate(false);
-    let bad = |message: String| Error::NotSafetensors { path: path.to_owned(), message };
+    let bad = |message: String| Error::WeightsNotApplied { path: path.to_owned(), message };
     let result = module.load_from(&mut store).map_err(|e| bad(e.to_string()))?;
     if !result.errors.is_empty() {
         return Err(bad(format!("{result}")));

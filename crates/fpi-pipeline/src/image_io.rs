@@ -1,27 +1,20 @@
 //! Images in and out: decoding, centre-crop and resize, conversion to and from the VAE's [-1, 1] tensors.
 
 use burn::tensor::{Device, Tensor, TensorData};
+use image::DynamicImage;
+pub use image::RgbImage;
 use image::imageops::FilterType;
-use image::{DynamicImage, RgbImage};
-
-/// An RGB image as 8-bit pixels.
-pub type Rgb = RgbImage;
 
 /// Decodes PNG, JPEG or WebP bytes; grey and alpha images become RGB.
-pub fn decode(bytes: &[u8]) -> Result<Rgb, String> {
-    let image = image::load_from_memory(bytes).map_err(|e| format!("cannot read the image: {e}"))?;
-    Ok(DynamicImage::into_rgb8(image))
+pub fn decode(bytes: &[u8]) -> Result<RgbImage, image::ImageError> {
+    Ok(DynamicImage::into_rgb8(image::load_from_memory(bytes)?))
 }
 
 /// Centre-crops to a square and resizes to `size`×`size` (Lanczos); an image already that size is kept as it is.
-pub fn square(image: Rgb, size: usize) -> Rgb {
+pub fn square(image: &RgbImage, size: usize) -> RgbImage {
     let (w, h) = image.dimensions();
     let side = w.min(h);
-    let cropped = if w == h {
-        image
-    } else {
-        image::imageops::crop_imm(&image, (w - side) / 2, (h - side) / 2, side, side).to_image()
-    };
+    let cropped = image::imageops::crop_imm(image, (w - side) / 2, (h - side) / 2, side, side).to_image();
     if side as usize == size {
         cropped
     } else {
@@ -30,7 +23,7 @@ pub fn square(image: Rgb, size: usize) -> Rgb {
 }
 
 /// Pixels as a `[1, 3, H, W]` tensor of x/127.5 − 1.
-pub fn to_tensor(image: &Rgb, device: &Device) -> Tensor<4> {
+pub fn to_tensor(image: &RgbImage, device: &Device) -> Tensor<4> {
     let (w, h) = image.dimensions();
     let (w, h) = (w as usize, h as usize);
     let mut values = vec![0f32; 3 * h * w];
@@ -43,7 +36,7 @@ pub fn to_tensor(image: &Rgb, device: &Device) -> Tensor<4> {
 }
 
 /// A `[1, 3, H, W]` tensor's values (about [-1, 1]) as 8-bit pixels, as diffusers' image processor rounds them.
-pub fn from_values(values: &[f32], height: usize, width: usize) -> Rgb {
+pub fn from_values(values: &[f32], height: usize, width: usize) -> RgbImage {
     RgbImage::from_fn(width as u32, height as u32, |x, y| {
         let at = |c: usize| {
             let v = values[c * height * width + y as usize * width + x as usize];
@@ -54,7 +47,7 @@ pub fn from_values(values: &[f32], height: usize, width: usize) -> Rgb {
 }
 
 /// PNG bytes of an image.
-pub fn encode_png(image: &Rgb) -> Vec<u8> {
+pub fn encode_png(image: &RgbImage) -> Vec<u8> {
     let mut bytes = std::io::Cursor::new(Vec::new());
     image.write_to(&mut bytes, image::ImageFormat::Png).expect("PNG encoding to memory");
     bytes.into_inner()

@@ -1,14 +1,17 @@
 //! The SD1.5 pipeline around the inversion core: prompt → text states, image → latents → seed, seed → image.
+//! Every entry point checks its inputs against the model before any model runs.
 
 use std::ops::ControlFlow;
+use std::path::PathBuf;
 
 use burn::tensor::{Device, Tensor, TensorData};
 use fpi_core::adjust::adjust;
 use fpi_core::metrics::{psnr, relative_error};
 use fpi_core::predictor::{Guided, NoisePredictor};
-use fpi_core::schedule::{DdimSchedule, SchedulerConfig};
-use fpi_core::seed::SeedInfo;
-use fpi_core::solver::{self, Method, Observer, Progress, RunError, StepReport};
+use fpi_core::schedule::{DdimSchedule, SchedulerConfig, SchedulerConfigError};
+use fpi_core::seed::{Seed, SeedInfo};
+use fpi_core::settings::{InvertSettings, SettingsError, check_guidance};
+use fpi_core::solver::{self, Observer, Progress, RunError, StepReport, to_host};
 use fpi_models::ModelFolder;
 use fpi_models::clip::ClipTextModel;
 use fpi_models::folder::LoadProgress;
@@ -17,7 +20,7 @@ use fpi_models::tokenizer::ClipTokenizer;
 use fpi_models::unet::UNet2DConditionModel;
 use fpi_models::vae::AutoencoderKL;
 
-use crate::image_io::{self, Rgb};
+use crate::image_io::{self, RgbImage};
 use crate::predictor::UNetPredictor;
 
 /// Why a pipeline call failed.
@@ -26,39 +29,50 @@ pub enum PipelineError {
     /// Loading or running a model part failed.
     #[error(transparent)]
     Model(#[from] fpi_models::Error),
+    /// The scheduler config cannot drive the DDIM schedule.
+    #[error("{path}: {source}")]
+    SchedulerConfig {
+        /// The config file.
+        path: PathBuf,
+        /// What is wrong with it.
+        source: SchedulerConfigError,
+    },
     /// The run was cancelled or the device failed.
     #[error(transparent)]
     Run(#[from] RunError),
-    /// Settings or inputs that do not fit the model.
-    #[error("{0}")]
-    Invalid(String),
+    /// A setting out of range for the model.
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    /// Latents from a file that the UNet cannot take.
+    #[error(
+        "latents of shape {shape:?} do not fit this model: expected [1, {channels}, h, w] with h and w positive \
+         multiples of {multiple}"
+    )]
+    Latents {
+        /// Their shape.
+        shape: [usize; 4],
+        /// The UNet's latent channels.
+        channels: usize,
+        /// What the UNet needs the sides to be multiples of.
+        multiple: usize,
+    },
+    /// Bytes that are not a PNG, JPEG or WebP image.
+    #[error("cannot read the image: {0}")]
+    Image(#[from] image::ImageError),
 }
 
 /// The loaded model: tokenizer, text encoder, UNet, VAE and schedule settings, on one device.
 pub struct Pipeline {
-    pub device: Device,
-    pub tokenizer: ClipTokenizer,
-    pub clip: ClipTextModel,
-    pub unet: UNet2DConditionModel,
-    pub vae: AutoencoderKL,
-    pub scheduler: SchedulerConfig,
-    /// Pixels per latent cell along a side (8 for SD1.5).
-    pub vae_factor: usize,
+    device: Device,
+    tokenizer: ClipTokenizer,
+    clip: ClipTextModel,
+    unet: UNet2DConditionModel,
+    vae: AutoencoderKL,
+    scheduler: SchedulerConfig,
 }
 
-/// How to invert: the prompt, the schedule, guidance, the solver and the adjustment.
-#[derive(Debug, Clone)]
-pub struct InvertSettings {
-    pub prompt: String,
-    pub steps: usize,
-    pub guidance: f64,
-    pub method: Method,
-    /// Steps of the prompt-aware adjustment (0: none).
-    pub adjust: usize,
-}
-
-/// The result of an inversion.
-pub struct Inversion {
+/// Clean latents inverted into a seed.
+pub struct LatentInversion {
     /// z_T: the noise from which DDIM sampling regenerates `start`.
     pub seed: Tensor<4>,
     /// The latents that were inverted: the image's, after the prompt-aware adjustment.
@@ -67,67 +81,34 @@ pub struct Inversion {
     pub reports: Vec<StepReport>,
 }
 
-impl InvertSettings {
-    /// Checks the settings that do not depend on the model.
-    pub fn validate(&self) -> Result<(), String> {
-        check_guidance(self.guidance)?;
-        if self.steps == 0 {
-            return Err("--steps must be at least 1".into());
-        }
-        if self.adjust > self.steps {
-            return Err(format!("--adjust {} is more than --steps {}", self.adjust, self.steps));
-        }
-        if let Method::FixedPoint { iterations, tolerance } = self.method {
-            if iterations == 0 {
-                return Err("--iterations must be at least 1".into());
-            }
-            if tolerance.is_some_and(|t| !(t > 0.0 && t.is_finite())) {
-                return Err("--tolerance must be a positive number".into());
-            }
-        }
-        Ok(())
-    }
-
-    /// The seed file's record of these settings, for an image of side `size` and the model named `model`.
-    pub fn seed_info(&self, size: usize, model: &str) -> SeedInfo {
-        let (method, tolerance) = match self.method {
-            Method::Ddim => ("ddim", None),
-            Method::FixedPoint { tolerance, .. } => ("fpi", tolerance),
-        };
-        SeedInfo {
-            prompt: self.prompt.clone(),
-            steps: self.steps,
-            guidance: self.guidance,
-            method: method.into(),
-            iterations: self.method.iterations(),
-            tolerance,
-            adjust: self.adjust,
-            size,
-            model: model.into(),
-            fpi_version: env!("CARGO_PKG_VERSION").into(),
-        }
-    }
+/// An image inverted into a seed, with what checking its reconstruction needs.
+pub struct InvertedImage {
+    /// The square image that was inverted (the input, centre-cropped and resized).
+    pub image: RgbImage,
+    /// The seed and the settings that made it.
+    pub seed: Seed,
+    /// One report per inversion step.
+    pub reports: Vec<StepReport>,
+    /// UNet evaluations made (adjustment and inversion).
+    pub evaluations: usize,
+    /// The image's VAE latents.
+    latents: Tensor<4>,
+    /// The latents and seed on the device.
+    inversion: LatentInversion,
 }
 
 /// How well a seed regenerates the image it was inverted from.
 pub struct Reconstruction {
     /// The image DDIM sampling makes from the seed.
-    pub image: Rgb,
+    pub image: RgbImage,
     /// PSNR (dB) of `image` against the inverted image.
     pub psnr: f64,
     /// PSNR of the VAE alone (encode then decode): the most any seed can reach.
     pub vae_psnr: f64,
     /// ‖sampled latents − inverted latents‖ / ‖inverted latents‖.
     pub latent_error: f64,
-}
-
-/// Guidance must be finite and at least 1 (below 1 diffusers turns guidance off, so seeds would not transfer).
-pub fn check_guidance(guidance: f64) -> Result<(), String> {
-    if guidance.is_finite() && guidance >= 1.0 {
-        Ok(())
-    } else {
-        Err(format!("--guidance must be a number ≥ 1, got {guidance}"))
-    }
+    /// UNet evaluations made (the sampling).
+    pub evaluations: usize,
 }
 
 /// Which phase a progress report belongs to.
@@ -141,8 +122,23 @@ pub enum Phase {
     Sample,
 }
 
+impl Phase {
+    /// `adjust`, `invert` or `sample`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Adjust => "adjust",
+            Phase::Invert => "invert",
+            Phase::Sample => "sample",
+        }
+    }
+}
+
+/// Hears every UNet evaluation of a run with its phase; `ControlFlow::Break` cancels the run.
+pub type PhaseObserver<'a> = dyn FnMut(Phase, &Progress) -> ControlFlow<()> + 'a;
+
 /// Text states for classifier-free guidance: `[2, 77, C]` = (empty prompt, prompt).
 pub struct Conditioning {
+    /// The states, unconditional row first.
     pub states: Tensor<3>,
 }
 
@@ -169,52 +165,80 @@ impl Pipeline {
     ) -> Result<Self, PipelineError> {
         folder.check_parts().await?;
         let (text, path) = folder.scheduler_config().await?;
-        let scheduler = SchedulerConfig::parse(&text, &path).map_err(PipelineError::Invalid)?;
-        let vae_factor = folder.vae_config().await?.downsampling_factor();
+        let scheduler =
+            SchedulerConfig::parse(&text).map_err(|source| PipelineError::SchedulerConfig { path, source })?;
         Ok(Self {
             tokenizer: folder.load_tokenizer().await?,
             clip: folder.load_clip(&device, progress).await?,
             unet: folder.load_unet(&device, progress).await?,
             vae: folder.load_vae(&device, progress).await?,
             scheduler,
-            vae_factor,
             device,
         })
     }
 
-    /// The image sides this model accepts: multiples of 8 × the VAE's factor (64 for SD1.5).
+    /// The device the model is on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The UNet (for timing it alone).
+    pub fn unet(&self) -> &UNet2DConditionModel {
+        &self.unet
+    }
+
+    /// The VAE (for timing it alone).
+    pub fn vae(&self) -> &AutoencoderKL {
+        &self.vae
+    }
+
+    /// Image sides must be multiples of this: the VAE's factor times the UNet's latent multiple (64 for SD1.5).
     pub fn size_step(&self) -> usize {
-        8 * self.vae_factor
+        self.vae.downsampling_factor() * self.unet.latent_multiple()
     }
 
-    /// Checks latents from a file against the model: its channels, and sides the UNet can halve at each level.
+    /// Checks an image side against the model.
+    pub fn check_size(&self, size: usize) -> Result<(), SettingsError> {
+        let multiple = self.size_step();
+        if size == 0 || size % multiple != 0 {
+            return Err(SettingsError::Size { size, multiple });
+        }
+        Ok(())
+    }
+
+    /// The shape of the latents of a `size`×`size` image.
+    pub fn latent_shape(&self, size: usize) -> [usize; 4] {
+        let side = size / self.vae.downsampling_factor();
+        [1, self.unet.latent_channels(), side, side]
+    }
+
+    /// Checks latents against the model: its channels, and sides the UNet can halve at each level.
     pub fn check_latents(&self, shape: [usize; 4]) -> Result<(), PipelineError> {
-        let channels = self.unet.conv_in.weight.dims()[1];
-        let step = 1 << (self.unet.down_blocks.len() - 1);
+        let (channels, multiple) = (self.unet.latent_channels(), self.unet.latent_multiple());
         let [b, c, h, w] = shape;
-        if b != 1 || c != channels || h == 0 || w == 0 || h % step != 0 || w % step != 0 {
-            return Err(PipelineError::Invalid(format!(
-                "latents of shape {shape:?} do not fit this model: expected [1, {channels}, h, w] with h and w \
-                 positive multiples of {step}"
-            )));
+        if b != 1 || c != channels || h == 0 || w == 0 || h % multiple != 0 || w % multiple != 0 {
+            return Err(PipelineError::Latents { shape, channels, multiple });
         }
         Ok(())
     }
 
-    /// Checks an image side.
-    pub fn check_size(&self, size: usize) -> Result<(), PipelineError> {
-        let step = self.size_step();
-        if size == 0 || size % step != 0 {
-            return Err(PipelineError::Invalid(format!("--size must be a positive multiple of {step}, got {size}")));
-        }
-        Ok(())
+    /// Checks inversion settings against the model and returns their schedule.
+    pub fn check(&self, settings: &InvertSettings) -> Result<DdimSchedule, PipelineError> {
+        settings.validate()?;
+        self.check_size(settings.size)?;
+        Ok(DdimSchedule::new(&self.scheduler, settings.steps)?)
+    }
+
+    /// How many of the prompt's tokens CLIP's 77 positions leave out.
+    pub fn dropped_tokens(&self, prompt: &str) -> Result<usize, PipelineError> {
+        Ok(self.tokenizer.encode(prompt)?.dropped)
     }
 
     /// CLIP's states for the empty prompt and `prompt`.
     pub fn condition(&self, prompt: &str) -> Result<Conditioning, PipelineError> {
         let empty = self.tokenizer.encode("")?;
         let tokens = self.tokenizer.encode(prompt)?;
-        let states = self.clip.forward(&[empty.ids, tokens.ids], &self.device).map_err(PipelineError::Invalid)?;
+        let states = self.clip.forward(&[empty.ids, tokens.ids], &self.device)?;
         Ok(Conditioning { states })
     }
 
@@ -229,22 +253,24 @@ impl Pipeline {
         })
     }
 
-    fn schedule(&self, steps: usize) -> Result<DdimSchedule, PipelineError> {
-        DdimSchedule::new(&self.scheduler, steps).map_err(PipelineError::Invalid)
-    }
-
     /// The VAE latents of an image (posterior mean × scaling factor).
-    pub fn encode(&self, image: &Rgb) -> Tensor<4> {
+    pub fn encode(&self, image: &RgbImage) -> Tensor<4> {
         let x = image_io::to_tensor(image, &self.device);
         self.vae.encode(x).mean.mul_scalar(self.vae.scaling_factor)
     }
 
     /// The image of latents.
-    pub async fn decode(&self, latents: Tensor<4>) -> Result<Rgb, PipelineError> {
+    pub async fn decode(&self, latents: Tensor<4>) -> Result<RgbImage, PipelineError> {
         let pixels = self.vae.decode(latents.div_scalar(self.vae.scaling_factor));
         let [_, _, h, w] = pixels.dims();
-        let values = read(pixels).await?;
+        let values = to_host(pixels).await?;
         Ok(image_io::from_values(&values, h, w))
+    }
+
+    /// A seed's latents on the device, checked against the model.
+    pub fn seed_tensor(&self, seed: &Seed) -> Result<Tensor<4>, PipelineError> {
+        self.check_latents(seed.shape)?;
+        Ok(Tensor::from_data(TensorData::new(seed.latents.clone(), seed.shape), &self.device))
     }
 
     /// Adjusts and inverts clean latents `z0` into a seed; reports per step.
@@ -252,72 +278,95 @@ impl Pipeline {
         &self,
         z0: Tensor<4>,
         settings: &InvertSettings,
-        observer: &mut dyn FnMut(Phase, &Progress) -> ControlFlow<()>,
-    ) -> Result<Inversion, PipelineError> {
-        let conditioning = self.condition(&settings.prompt)?;
-        let predictor = self.predictor(&conditioning, settings.guidance);
-        settings.validate().map_err(PipelineError::Invalid)?;
-        let schedule = self.schedule(settings.steps)?;
-        let mut on_adjust = |p: &Progress| observer(Phase::Adjust, p);
-        let start = adjust(&predictor, &schedule, z0, settings.adjust, settings.method, &mut on_adjust).await?;
-        let mut on_invert = |p: &Progress| observer(Phase::Invert, p);
-        let on_invert: &mut Observer<'_> = &mut on_invert;
-        let (seed, reports) =
-            solver::invert(&predictor, &schedule, start.clone(), settings.steps, settings.method, on_invert).await?;
-        Ok(Inversion { seed, start, reports })
+        observer: &mut PhaseObserver<'_>,
+    ) -> Result<LatentInversion, PipelineError> {
+        let schedule = self.check(settings)?;
+        self.check_latents(z0.dims())?;
+        self.invert_checked(z0, settings, &schedule, observer).await
     }
 
-    /// DDIM sampling from a seed with `prompt` and `guidance`.
+    async fn invert_checked(
+        &self,
+        z0: Tensor<4>,
+        settings: &InvertSettings,
+        schedule: &DdimSchedule,
+        observer: &mut PhaseObserver<'_>,
+    ) -> Result<LatentInversion, PipelineError> {
+        let conditioning = self.condition(&settings.prompt)?;
+        let predictor = self.predictor(&conditioning, settings.guidance);
+        let mut on_adjust = |p: &Progress| observer(Phase::Adjust, p);
+        let start = adjust(&predictor, schedule, z0, settings.adjust, settings.method, &mut on_adjust).await?;
+        let on_invert: &mut Observer<'_> = &mut |p: &Progress| observer(Phase::Invert, p);
+        let (seed, reports) =
+            solver::invert(&predictor, schedule, start.clone(), settings.steps, settings.method, on_invert).await?;
+        Ok(LatentInversion { seed, start, reports })
+    }
+
+    /// Inverts an image (centre-cropped and resized to `settings.size`) into a seed recorded as made with the model
+    /// called `model`.
+    pub async fn invert_image(
+        &self,
+        image: &RgbImage,
+        settings: &InvertSettings,
+        model: &str,
+        observer: &mut PhaseObserver<'_>,
+    ) -> Result<InvertedImage, PipelineError> {
+        let schedule = self.check(settings)?;
+        let image = image_io::square(image, settings.size);
+        let latents = self.encode(&image);
+        let mut evaluations = 0;
+        let mut counting = |phase, p: &Progress| {
+            evaluations += 1;
+            observer(phase, p)
+        };
+        let inversion = self.invert_checked(latents.clone(), settings, &schedule, &mut counting).await?;
+        let seed = Seed {
+            latents: to_host(inversion.seed.clone()).await?,
+            shape: inversion.seed.dims(),
+            info: Some(SeedInfo::new(settings.clone(), model)),
+        };
+        let reports = inversion.reports.clone();
+        Ok(InvertedImage { image, seed, reports, evaluations, latents, inversion })
+    }
+
+    /// DDIM sampling from a seed with `prompt`, `steps` and `guidance`.
     pub async fn sample(
         &self,
         seed: Tensor<4>,
         prompt: &str,
         steps: usize,
         guidance: f64,
-        observer: &mut dyn FnMut(Phase, &Progress) -> ControlFlow<()>,
+        observer: &mut PhaseObserver<'_>,
     ) -> Result<Tensor<4>, PipelineError> {
         self.check_latents(seed.dims())?;
-        check_guidance(guidance).map_err(PipelineError::Invalid)?;
+        check_guidance(guidance)?;
+        let schedule = DdimSchedule::new(&self.scheduler, steps)?;
         let conditioning = self.condition(prompt)?;
         let predictor = self.predictor(&conditioning, guidance);
-        let schedule = self.schedule(steps)?;
         let mut on_sample = |p: &Progress| observer(Phase::Sample, p);
         Ok(solver::sample(&predictor, &schedule, seed, steps, &mut on_sample).await?)
     }
 
-    /// Samples an inversion's seed back with its settings and compares the result with `original`, the image whose
-    /// latents `z0` were inverted.
+    /// Samples an inverted image's seed back with its settings and compares the result with the image.
     pub async fn check_reconstruction(
         &self,
-        inversion: &Inversion,
-        z0: Tensor<4>,
-        original: &Rgb,
-        settings: &InvertSettings,
-        observer: &mut dyn FnMut(Phase, &Progress) -> ControlFlow<()>,
+        inverted: &InvertedImage,
+        observer: &mut PhaseObserver<'_>,
     ) -> Result<Reconstruction, PipelineError> {
-        let (prompt, steps, guidance) = (&settings.prompt, settings.steps, settings.guidance);
-        let latents = self.sample(inversion.seed.clone(), prompt, steps, guidance, observer).await?;
-        let latent_error = relative_error(&read(latents.clone()).await?, &read(inversion.start.clone()).await?);
+        let settings = &inverted.seed.info.as_ref().expect("an inverted image's seed records its settings").settings;
+        let (seed, start) = (inverted.inversion.seed.clone(), &inverted.inversion.start);
+        let latents = self.sample(seed, &settings.prompt, settings.steps, settings.guidance, observer).await?;
+        let latent_error = relative_error(&to_host(latents.clone()).await?, &to_host(start.clone()).await?);
         let image = self.decode(latents).await?;
-        let vae_only = self.decode(z0).await?;
-        let pixels = |image: &Rgb| image.as_raw().iter().map(|&v| v as f32).collect::<Vec<_>>();
-        let original = pixels(original);
+        let vae_only = self.decode(inverted.latents.clone()).await?;
+        let pixels = |image: &RgbImage| image.as_raw().iter().map(|&v| v as f32).collect::<Vec<_>>();
+        let original = pixels(&inverted.image);
         Ok(Reconstruction {
             psnr: psnr(&pixels(&image), &original, 255.0),
             vae_psnr: psnr(&pixels(&vae_only), &original, 255.0),
             latent_error,
             image,
+            evaluations: settings.steps,
         })
     }
-
-    /// A tensor of latents from host values `[1, C, h, w]`.
-    pub fn latents(&self, values: Vec<f32>, shape: [usize; 4]) -> Tensor<4> {
-        Tensor::from_data(TensorData::new(values, shape), &self.device)
-    }
-}
-
-/// A tensor's values in host memory (async, as the web requires).
-pub async fn read<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>, PipelineError> {
-    let data = t.into_data_async().await.map_err(|e| PipelineError::Run(RunError::Device(format!("{e:?}"))))?;
-    data.convert::<f32>().try_into_vec::<f32>().map_err(|e| PipelineError::Run(RunError::Device(format!("{e:?}"))))
 }

@@ -6,6 +6,7 @@ use fpi_models::unet::UNet2DConditionModel;
 
 /// ε from the UNet, conditioned on fixed text states.
 pub struct UNetPredictor<'a> {
+    /// The UNet.
     pub unet: &'a UNet2DConditionModel,
     /// `[B, 77, C]`: one row per latent in a batch, or one row shared by all.
     pub context: Tensor<3>,

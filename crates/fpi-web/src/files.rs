@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use fpi_models::source::ModelSource;
 use fpi_models::{Error, Result};
 use js_sys::{Map, Uint8Array};
-use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen::{JsCast, JsError, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use web_sys::Blob;
 
@@ -18,19 +18,23 @@ pub struct BlobFiles {
 
 impl BlobFiles {
     /// Takes a JS `Map` of path → `Blob` (a `File` is a `Blob`); entries of other types are an error.
-    pub fn from_map(map: &Map) -> std::result::Result<Self, String> {
+    pub fn from_map(map: &Map) -> std::result::Result<Self, JsError> {
         let mut files = HashMap::new();
         for entry in map.entries() {
-            let pair: js_sys::Array = entry.map_err(describe)?.unchecked_into();
-            let path = pair.get(0).as_string().ok_or("a file map's keys must be paths (strings)")?;
-            let blob = pair.get(1).dyn_into::<Blob>().map_err(|_| format!("{path}: not a File or Blob"))?;
+            let pair: js_sys::Array = entry.map_err(|e| JsError::new(&describe(e)))?.unchecked_into();
+            let path =
+                pair.get(0).as_string().ok_or_else(|| JsError::new("a file map's keys must be paths (strings)"))?;
+            let blob =
+                pair.get(1).dyn_into::<Blob>().map_err(|_| JsError::new(&format!("{path}: not a File or Blob")))?;
             files.insert(path.trim_start_matches('/').to_owned(), blob);
         }
         Ok(Self { files })
     }
 
     fn blob(&self, path: &str) -> Result<&Blob> {
-        self.files.get(path).ok_or_else(|| Error::MissingFile(format!("{path}: not among the model's files")))
+        self.files
+            .get(path)
+            .ok_or_else(|| Error::MissingFile { path: path.into(), needed: "not among the model's files".into() })
     }
 }
 

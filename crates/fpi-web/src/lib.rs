@@ -2,6 +2,7 @@
 //! on the page's WebGPU. A page (see the repository's `web/`) calls [`Model::load`] with the model's files, then
 //! [`Model::invert`] and [`Model::reconstruct`]; progress reaches a JS callback, which can also cancel.
 #![cfg(target_family = "wasm")]
+#![warn(missing_docs)]
 
 mod files;
 
@@ -10,23 +11,33 @@ use std::ops::ControlFlow;
 
 use burn::tensor::Device;
 use fpi_core::seed::Seed;
+use fpi_core::settings::{InvertSettings, Setting};
 use fpi_core::solver::Progress;
 use fpi_models::ModelFolder;
-use fpi_pipeline::pipeline::{Phase, read};
-use fpi_pipeline::{InvertRequest, Pipeline, image_io};
+use fpi_pipeline::{Phase, Pipeline, PipelineError, image_io};
 use js_sys::{Function, Map, Object, Reflect};
 use wasm_bindgen::prelude::*;
 
 use crate::files::{BlobFiles, describe};
 
+/// The page's WebGPU device and what the page says of its adapter.
+#[derive(Clone)]
+struct Gpu {
+    device: Device,
+    /// The adapter's name.
+    adapter: String,
+    /// A CPU (software) adapter, such as SwiftShader.
+    software: bool,
+}
+
 thread_local! {
-    /// The page's one WebGPU device and its adapter's description (a second init fails: every load shares it).
-    static DEVICE: RefCell<Option<(Device, String)>> = const { RefCell::new(None) };
+    /// The page's one WebGPU device (a second init fails: every load shares it).
+    static GPU: RefCell<Option<Gpu>> = const { RefCell::new(None) };
 }
 
 /// Opens WebGPU once per page.
-async fn device() -> Result<(Device, String), JsError> {
-    if let Some(open) = DEVICE.with_borrow(|d| d.clone()) {
+async fn gpu() -> Result<Gpu, JsError> {
+    if let Some(open) = GPU.with_borrow(|g| g.clone()) {
         return Ok(open);
     }
     let (device, setup) = Device::wgpu_options()
@@ -34,17 +45,40 @@ async fn device() -> Result<(Device, String), JsError> {
         .await
         .map_err(|e| JsError::new(&format!("no usable WebGPU adapter: {e}")))?;
     let info = setup.adapter.get_info();
-    let name = if info.name.is_empty() { "WebGPU adapter".to_owned() } else { info.name };
-    let adapter = format!("{name} ({:?}; weights in f32)", info.device_type);
-    DEVICE.with_borrow_mut(|d| *d = Some((device.clone(), adapter.clone())));
-    Ok((device, adapter))
+    let adapter = if info.name.is_empty() { "WebGPU adapter".to_owned() } else { info.name };
+    let software = info.device_type == burn::tensor::wgpu::wgpu::DeviceType::Cpu;
+    let gpu = Gpu { device, adapter, software };
+    GPU.with_borrow_mut(|g| *g = Some(gpu.clone()));
+    Ok(gpu)
+}
+
+/// How the page's form labels each setting, for error messages.
+fn label(setting: Setting) -> String {
+    match setting {
+        Setting::Size => "Size",
+        Setting::Steps => "Steps",
+        Setting::Guidance => "Guidance",
+        Setting::Method => "Method",
+        Setting::Iterations => "Iterations",
+        Setting::Tolerance => "Tolerance",
+        Setting::Adjust => "Adjustment steps",
+    }
+    .to_owned()
+}
+
+/// A pipeline error for the page: settings named by the form's labels.
+fn error(e: PipelineError) -> JsError {
+    match e {
+        PipelineError::Settings(e) => JsError::new(&e.describe(label)),
+        other => JsError::new(&other.to_string()),
+    }
 }
 
 /// A loaded model on the page's WebGPU device.
 #[wasm_bindgen]
 pub struct Model {
     pipeline: Pipeline,
-    adapter: String,
+    gpu: Gpu,
     name: String,
 }
 
@@ -58,6 +92,7 @@ pub struct Inversion {
     vae_psnr: f64,
     latent_error: f64,
     evaluations: usize,
+    dropped_tokens: usize,
 }
 
 #[wasm_bindgen]
@@ -98,10 +133,16 @@ impl Inversion {
         self.latent_error
     }
 
-    /// UNet evaluations of the implicit step, over all steps.
+    /// UNet evaluations of the whole run: adjustment, inversion and the sampling back.
     #[wasm_bindgen(getter)]
     pub fn evaluations(&self) -> usize {
         self.evaluations
+    }
+
+    /// Tokens of the prompt past CLIP's 77, which were ignored.
+    #[wasm_bindgen(getter)]
+    pub fn dropped_tokens(&self) -> usize {
+        self.dropped_tokens
     }
 }
 
@@ -109,10 +150,10 @@ impl Inversion {
 impl Model {
     /// Loads a diffusers folder given as a `Map` of relative path → `Blob` (`unet/config.json`, …), streaming the
     /// weights to the GPU in chunks. `name` is recorded in seed files. `on_status(text, done, total)` hears the
-    /// weight bytes of each part as they load.
+    /// weight bytes of each part as they load (`text` is `loading {part}`).
     pub async fn load(files: Map, name: String, on_status: Option<Function>) -> Result<Model, JsError> {
-        let source = BlobFiles::from_map(&files).map_err(|e| JsError::new(&e))?;
-        let (device, adapter) = device().await?;
+        let source = BlobFiles::from_map(&files)?;
+        let gpu = gpu().await?;
         let folder = ModelFolder::new(source);
         let mut progress = |part: &str, done: u64, total: u64| {
             if let Some(f) = &on_status {
@@ -120,14 +161,20 @@ impl Model {
                 let _ = f.call3(&JsValue::NULL, &text, &(done as f64).into(), &(total as f64).into());
             }
         };
-        let pipeline = Pipeline::load(&folder, device, &mut progress).await.map_err(error)?;
-        Ok(Model { pipeline, adapter, name })
+        let pipeline = Pipeline::load(&folder, gpu.device.clone(), &mut progress).await.map_err(error)?;
+        Ok(Model { pipeline, gpu, name })
     }
 
-    /// The WebGPU adapter the model runs on.
+    /// The name of the WebGPU adapter the model runs on.
     #[wasm_bindgen(getter)]
     pub fn adapter(&self) -> String {
-        self.adapter.clone()
+        self.gpu.adapter.clone()
+    }
+
+    /// Whether the adapter is a CPU (software) one, such as SwiftShader: far slower than a GPU.
+    #[wasm_bindgen(getter)]
+    pub fn software_adapter(&self) -> bool {
+        self.gpu.software
     }
 
     /// Image sides must be multiples of this (64 for SD1.5).
@@ -137,61 +184,51 @@ impl Model {
     }
 
     /// Inverts an image (PNG, JPEG or WebP bytes) with `settings` = `{prompt, size, steps, method: "fpi"|"ddim",
-    /// iterations, tolerance?, guidance, adjust}`, then samples the seed back to measure the reconstruction.
-    /// `on_progress(p)` hears every evaluation; returning `false` from it cancels (the promise rejects with
-    /// "cancelled").
+    /// iterations, tolerance?, guidance, adjust}` (the CLI's settings, as a seed file records them), then samples
+    /// the seed back to measure the reconstruction. `on_progress(p)` hears every UNet evaluation; returning `false`
+    /// from it cancels (the promise rejects with "cancelled").
     pub async fn invert(
         &self,
         image: Vec<u8>,
         settings: JsValue,
         on_progress: Option<Function>,
     ) -> Result<Inversion, JsError> {
-        let raw: InvertRequest =
-            serde_wasm_bindgen::from_value(settings).map_err(|e| JsError::new(&format!("settings: {e}")))?;
-        let settings = raw.settings().map_err(|e| JsError::new(&e))?;
+        let json = js_sys::JSON::stringify(&settings).map_err(|e| JsError::new(&describe(e)))?;
+        let settings: InvertSettings =
+            serde_json::from_str(&String::from(json)).map_err(|e| JsError::new(&format!("settings: {e}")))?;
         let pipeline = &self.pipeline;
-        pipeline.check_size(raw.size).map_err(error)?;
-        let image = image_io::square(image_io::decode(&image).map_err(|e| JsError::new(&e))?, raw.size);
+        let image = image_io::decode(&image).map_err(|e| error(e.into()))?;
+        let dropped_tokens = pipeline.dropped_tokens(&settings.prompt).map_err(error)?;
         let mut observer = observer(on_progress);
-
-        let z0 = pipeline.encode(&image);
-        let inversion = pipeline.invert(z0.clone(), &settings, &mut observer).await.map_err(error)?;
-        let shape = inversion.seed.dims();
-        let seed = Seed {
-            latents: read(inversion.seed.clone()).await.map_err(error)?,
-            shape,
-            info: settings.seed_info(raw.size, &self.name),
-        };
-        let check =
-            pipeline.check_reconstruction(&inversion, z0, &image, &settings, &mut observer).await.map_err(error)?;
+        let inverted = pipeline.invert_image(&image, &settings, &self.name, &mut observer).await.map_err(error)?;
+        let check = pipeline.check_reconstruction(&inverted, &mut observer).await.map_err(error)?;
         Ok(Inversion {
-            seed: seed.to_bytes(),
-            original: image_io::encode_png(&image),
+            seed: inverted.seed.to_bytes(),
+            original: image_io::encode_png(&inverted.image),
             reconstruction: image_io::encode_png(&check.image),
             psnr: check.psnr,
             vae_psnr: check.vae_psnr,
             latent_error: check.latent_error,
-            evaluations: inversion.reports.iter().map(|r| r.iterations).sum(),
+            evaluations: inverted.evaluations + check.evaluations,
+            dropped_tokens,
         })
     }
 
     /// Samples a seed file (prompt, steps and guidance from its metadata) and returns the image as PNG bytes.
     pub async fn reconstruct(&self, seed: Vec<u8>, on_progress: Option<Function>) -> Result<Vec<u8>, JsError> {
         let seed = Seed::from_bytes(&seed).map_err(|e| JsError::new(&format!("seed file: {e}")))?;
+        let Some(info) = &seed.info else {
+            return Err(JsError::new("seed file: no fpi metadata (prompt, steps, guidance)"));
+        };
         let pipeline = &self.pipeline;
-        pipeline.check_latents(seed.shape).map_err(error)?;
-        let latents = pipeline.latents(seed.latents, seed.shape);
-        let info = &seed.info;
+        let latents = pipeline.seed_tensor(&seed).map_err(error)?;
+        let settings = &info.settings;
         let z0 = pipeline
-            .sample(latents, &info.prompt, info.steps, info.guidance, &mut observer(on_progress))
+            .sample(latents, &settings.prompt, settings.steps, settings.guidance, &mut observer(on_progress))
             .await
             .map_err(error)?;
         Ok(image_io::encode_png(&pipeline.decode(z0).await.map_err(error)?))
     }
-}
-
-fn error(e: impl std::fmt::Display) -> JsError {
-    JsError::new(&e.to_string())
 }
 
 /// Calls `on_progress` with `{phase, step, steps, timestep, iteration, residual}`; `false` back cancels.
@@ -201,13 +238,8 @@ fn observer(on_progress: Option<Function>) -> impl FnMut(Phase, &Progress) -> Co
             return ControlFlow::Continue(());
         };
         let report = Object::new();
-        let phase = match phase {
-            Phase::Adjust => "adjust",
-            Phase::Invert => "invert",
-            Phase::Sample => "sample",
-        };
         let fields: [(&str, JsValue); 6] = [
-            ("phase", phase.into()),
+            ("phase", phase.name().into()),
             ("step", p.step.into()),
             ("steps", p.steps.into()),
             ("timestep", p.timestep.into()),

@@ -66,7 +66,9 @@ async fn inverts_the_browser_case_as_the_native_build_does() {
     let inversion = model.invert(PHOTO.to_vec(), settings(), None).await.map_err(JsValue::from).unwrap();
     let (seed, reference) = (Seed::from_bytes(&inversion.seed()).unwrap(), Seed::from_bytes(REFERENCE_SEED).unwrap());
     assert_eq!(seed.shape, reference.shape);
-    assert_eq!(seed.info.prompt, case()["prompt"].as_str().unwrap());
+    let settings = seed.info.expect("an inverted seed records its settings").settings;
+    let expected: fpi_core::settings::InvertSettings = serde_json::from_value(case()).unwrap();
+    assert_eq!(settings, expected);
     let err = relative_error(&seed.latents, &reference.latents);
     assert!(err <= 1e-4, "browser seed differs from native by {err:.2e}");
     let results: serde_json::Value = serde_json::from_str(REFERENCE_RESULTS).unwrap();
@@ -84,13 +86,27 @@ async fn inverts_the_browser_case_as_the_native_build_does() {
 #[wasm_bindgen_test]
 async fn returning_false_from_the_progress_callback_cancels() {
     let model = load(None).await.unwrap();
-    let stop = Function::new_no_args("return false;");
+    let stop = Function::new_no_args("globalThis.progressCalls = (globalThis.progressCalls ?? 0) + 1; return false;");
     let err = model.invert(PHOTO.to_vec(), settings(), Some(stop)).await.err().expect("cancelled");
-    assert_eq!(format!("{:?}", JsValue::from(err)).contains("cancelled"), true);
+    let message = format!("{:?}", JsValue::from(err));
+    assert!(message.contains("cancelled"), "{message}");
+    let calls = js_sys::Reflect::get(&js_sys::global(), &"progressCalls".into()).unwrap().as_f64();
+    assert_eq!(calls, Some(1.0), "no evaluation may follow the one that cancelled");
 }
 
 #[wasm_bindgen_test]
 async fn a_missing_file_is_named() {
     let err = load(Some("unet/diffusion_pytorch_model.safetensors")).await.err().expect("loading must fail");
     assert!(err.contains("unet") && err.contains("no weights file"), "{err}");
+}
+
+#[wasm_bindgen_test]
+async fn bad_settings_are_named_by_the_forms_labels_before_any_model_runs() {
+    let model = load(None).await.unwrap();
+    let mut case = case();
+    case["adjust"] = 9.into();
+    let settings = js_sys::JSON::parse(&case.to_string()).unwrap();
+    let err = model.invert(PHOTO.to_vec(), settings, None).await.err().expect("invalid settings");
+    let message = format!("{:?}", JsValue::from(err));
+    assert!(message.contains("Adjustment steps 9 is more than Steps 4"), "{message}");
 }
