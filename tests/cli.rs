@@ -194,6 +194,12 @@ fn bad_input_is_one_clear_error_and_leaves_outputs_alone() {
     let seed = Seed { latents: vec![0.0; 4 * 15 * 15], shape: [1, 4, 15, 15], info: None };
     std::fs::write(&odd, seed.to_bytes()).unwrap();
     let invert_with = |changes: &[&str]| invert(&output, changes);
+    // A seed whose own settings are out of range: the error is the seed's, not an option's.
+    let bad_guidance = dir.path().join("bad-guidance.safetensors");
+    let settings = InvertSettings { guidance: 0.5, size: 32, ..InvertSettings::default() };
+    let info = Some(fpi_core::seed::SeedInfo::new(settings, "tiny-sd"));
+    std::fs::write(&bad_guidance, Seed { latents: vec![0.0; 4 * 16 * 16], shape: [1, 4, 16, 16], info }.to_bytes())
+        .unwrap();
     // A folder nobody may create files in, root included (CI runs as root, which ignores permission bits).
     let unwritable = Path::new("/proc/seed.safetensors");
     // A VAE that does not take RGB images (it used to load, then panic at the first encode).
@@ -229,6 +235,10 @@ fn bad_input_is_one_clear_error_and_leaves_outputs_alone() {
         (
             fpi(&["reconstruct", "--model", model, "--seed", photo, "--device", &device, "--output", out, "--quiet"]),
             "not a safetensors file",
+        ),
+        (
+            fpi(&["reconstruct", "--model", model, "--seed", path(&bad_guidance), "--output", out, "--quiet"]),
+            "bad-guidance.safetensors: metadata guidance must be a number ≥ 1, got 0.5",
         ),
     ];
     for (out, needle) in cases {

@@ -147,25 +147,24 @@ pub fn copy_part(part: &str) -> tempfile::TempDir {
 /// A copy of the part `part` of the model folder `model` in a fresh temporary folder.
 pub fn copy_part_of(model: &Path, part: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    let src = model.join(part);
-    std::fs::create_dir(dir.path().join(part)).unwrap();
-    for entry in std::fs::read_dir(&src).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), dir.path().join(part).join(entry.file_name())).unwrap();
-    }
+    copy_folder(&model.join(part), &dir.path().join(part));
     dir
+}
+
+/// Copies the files of the folder `from` into a new folder `to`.
+fn copy_folder(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
 }
 
 /// A copy of the whole tiny model in a fresh temporary folder called `tiny-sd`, to be edited by a test.
 pub fn copy_model() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("tiny-sd");
     for part in ["scheduler", "text_encoder", "tokenizer", "unet", "vae"] {
-        std::fs::create_dir_all(root.join(part)).unwrap();
-        for entry in std::fs::read_dir(tiny_model().join(part)).unwrap() {
-            let entry = entry.unwrap();
-            std::fs::copy(entry.path(), root.join(part).join(entry.file_name())).unwrap();
-        }
+        copy_folder(&tiny_model().join(part), &dir.path().join("tiny-sd").join(part));
     }
     dir
 }

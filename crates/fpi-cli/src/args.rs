@@ -49,7 +49,6 @@ pub struct Common {
 #[derive(Args, Debug)]
 pub struct InvertArgs {
     #[command(flatten)]
-    #[allow(missing_docs)]
     pub common: Common,
     /// The photo: PNG, JPEG or WebP (centre-cropped to a square and resized to --size).
     #[arg(long)]
@@ -129,7 +128,6 @@ impl SampleOutputs {
 #[derive(Args, Debug)]
 pub struct ReconstructArgs {
     #[command(flatten)]
-    #[allow(missing_docs)]
     pub common: Common,
     /// A seed file written by `fpi invert` (or any safetensors file with `latents` [1, 4, h, w]).
     #[arg(long)]
@@ -144,7 +142,6 @@ pub struct ReconstructArgs {
     #[arg(long)]
     pub steps: Option<usize>,
     #[command(flatten)]
-    #[allow(missing_docs)]
     pub outputs: SampleOutputs,
 }
 
@@ -152,7 +149,6 @@ pub struct ReconstructArgs {
 #[derive(Args, Debug)]
 pub struct GenerateArgs {
     #[command(flatten)]
-    #[allow(missing_docs)]
     pub common: Common,
     /// The prompt.
     #[arg(long)]
@@ -173,7 +169,6 @@ pub struct GenerateArgs {
     #[arg(long, default_value_t = 7.5)]
     pub guidance: f64,
     #[command(flatten)]
-    #[allow(missing_docs)]
     pub outputs: SampleOutputs,
 }
 
@@ -181,7 +176,6 @@ pub struct GenerateArgs {
 #[derive(Args, Debug)]
 pub struct BenchArgs {
     #[command(flatten)]
-    #[allow(missing_docs)]
     pub common: Common,
     /// Image side in pixels.
     #[arg(long, default_value_t = 512)]

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use burn::tensor::{Distribution, Tensor};
 use fpi_core::seed::Seed;
-use fpi_core::settings::{InvertSettings, Method};
+use fpi_core::settings::{InvertSettings, Method, Setting, SettingsError, check_guidance};
 use fpi_core::solver::to_host;
 use fpi_models::ModelFolder;
 use fpi_models::device::{Backend, adapters};
@@ -96,7 +96,7 @@ fn invert(args: InvertArgs) -> Result<(), Failure> {
     let inverted =
         pollster::block_on(pipeline.invert_image(&image, &settings, &model, &mut |ph, p| bars.observe(ph, p)))?;
     bars.finish();
-    let reports = &inverted.reports;
+    let reports = inverted.reports();
     let diverged: Vec<usize> = reports.iter().filter(|r| r.diverged()).map(|r| r.timestep).collect();
     if !diverged.is_empty() {
         eprintln!(
@@ -135,12 +135,19 @@ fn invert(args: InvertArgs) -> Result<(), Failure> {
 fn reconstruct(args: ReconstructArgs) -> Result<(), Failure> {
     check_outputs(args.outputs.paths())?;
     let seed = read_seed(&args.seed)?;
+    // Unset options take the seed's settings; a file without fpi's metadata samples unconditionally.
     let recorded = seed.info.as_ref().map(|info| &info.settings);
     let prompt = args.prompt.clone().or_else(|| recorded.map(|s| s.prompt.clone())).unwrap_or_default();
-    let defaults = InvertSettings::default();
-    let guidance = args.guidance.or(recorded.map(|s| s.guidance)).unwrap_or(defaults.guidance);
-    let steps = args.steps.or(recorded.map(|s| s.steps)).unwrap_or(defaults.steps);
+    let guidance = args.guidance.or(recorded.map(|s| s.guidance)).unwrap_or(1.0);
+    let steps = args.steps.or(recorded.map(|s| s.steps)).unwrap_or(InvertSettings::default().steps);
+    // A bad value from the seed is the seed's fault, not an option's.
+    let from_seed = |e: SettingsError| match (e.setting(), args.steps, args.guidance) {
+        (Setting::Steps, None, _) | (Setting::Guidance, _, None) => at(&args.seed, format_args!("metadata {e}")),
+        _ => e.into(),
+    };
+    check_guidance(guidance).map_err(from_seed)?;
     let pipeline = load(&args.common)?;
+    pipeline.check_steps(steps).map_err(from_seed)?;
     let latents = pipeline.seed_tensor(&seed).at(&args.seed)?;
     sample_and_write(&pipeline, latents, &prompt, steps, guidance, args.common.quiet, &args.outputs)
 }
@@ -158,7 +165,7 @@ fn sample_and_write(
     let z0 = pollster::block_on(pipeline.sample(latents, prompt, steps, guidance, &mut |ph, p| bars.observe(ph, p)))?;
     bars.finish();
     if let Some(path) = &outputs.latents_out {
-        let values = pollster::block_on(to_host(z0.clone())).map_err(PipelineError::from)?;
+        let values = pollster::block_on(to_host(z0.clone()))?;
         write_atomic(path, &Seed { latents: values, shape: z0.dims(), info: None }.to_bytes())?;
     }
     let image = pollster::block_on(pipeline.decode(z0))?;
@@ -212,7 +219,7 @@ fn info() -> Result<(), Failure> {
 
 /// Runs `f` once to warm up (kernel compilation, autotuning), then times one run, reading the result back.
 fn time<const D: usize>(label: &str, mut f: impl FnMut() -> Result<Tensor<D>, PipelineError>) -> Result<f64, Failure> {
-    let read = |t| pollster::block_on(to_host(t)).map_err(PipelineError::from);
+    let read = |t| pollster::block_on(to_host(t));
     read(f()?)?;
     let started = Instant::now();
     read(f()?)?;
@@ -247,7 +254,7 @@ fn bench(args: BenchArgs) -> Result<(), Failure> {
     let mut bars = Bars::new(args.common.quiet);
     let started = Instant::now();
     let inversion = pollster::block_on(pipeline.invert(latents(1), &settings, &mut |ph, p| bars.observe(ph, p)))?;
-    pollster::block_on(to_host(inversion.seed)).map_err(PipelineError::from)?;
+    pollster::block_on(to_host(inversion.seed))?;
     bars.finish();
     println!(
         "{:<28} {:>9.3} s ({} steps, fpi K={}, guidance {}, adjust {})",

@@ -38,6 +38,12 @@ impl From<PipelineError> for Failure {
     }
 }
 
+impl From<fpi_core::solver::RunError> for Failure {
+    fn from(e: fpi_core::solver::RunError) -> Self {
+        Failure(e.to_string())
+    }
+}
+
 impl From<fpi_models::Error> for Failure {
     fn from(e: fpi_models::Error) -> Self {
         Failure(e.to_string())

@@ -101,6 +101,14 @@ pub enum SchedulerConfigError {
     /// No training steps.
     #[error("num_train_timesteps must be at least 1")]
     NoTrainingSteps,
+    /// An offset that puts even one sampling step past the training steps.
+    #[error("steps_offset = {offset} must be less than num_train_timesteps = {train}")]
+    Offset {
+        /// `steps_offset`.
+        offset: usize,
+        /// `num_train_timesteps`.
+        train: usize,
+    },
 }
 
 impl SchedulerConfig {
@@ -129,6 +137,9 @@ impl SchedulerConfig {
         }
         if self.num_train_timesteps == 0 {
             return Err(SchedulerConfigError::NoTrainingSteps);
+        }
+        if self.max_steps() == 0 {
+            return Err(SchedulerConfigError::Offset { offset: self.steps_offset, train: self.num_train_timesteps });
         }
         Ok(())
     }
@@ -250,6 +261,7 @@ mod tests {
             (r#"{"timestep_spacing": "trailing"}"#, "unknown variant `trailing`, expected `leading`"),
             (r#"{"prediction_type": "v_prediction"}"#, "unknown variant `v_prediction`, expected `epsilon`"),
             (r#"{"num_train_timesteps": 0}"#, "num_train_timesteps must be at least 1"),
+            (r#"{"steps_offset": 1000}"#, "steps_offset = 1000 must be less than num_train_timesteps = 1000"),
             (r#"{"steps_offset": "one"}"#, "invalid type"),
         ];
         for (text, message) in cases {

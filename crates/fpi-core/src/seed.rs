@@ -85,8 +85,8 @@ impl Seed {
         safetensors::serialize([("latents", view)], metadata).expect("serialisable")
     }
 
-    /// Reads a seed file. Metadata without any of fpi's keys reads as no [`SeedInfo`]; with some, all must be
-    /// there (`tolerance` is optional).
+    /// Reads a seed file. Metadata without `fpi_version` (not written by fpi) reads as no [`SeedInfo`]; fpi's
+    /// metadata must have every key of [`SeedInfo`] (`iterations` and `tolerance` only where the method has them).
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, SeedError> {
         let (_, metadata) = safetensors::SafeTensors::read_metadata(bytes)?;
         let tensors = safetensors::SafeTensors::deserialize(bytes)?;
@@ -109,6 +109,9 @@ impl Seed {
 
 /// fpi's keys of a metadata map as JSON values (a bad number is named); other keys are ignored.
 fn parse_info(map: &HashMap<String, String>) -> Result<Option<SeedInfo>, SeedError> {
+    if !map.contains_key("fpi_version") {
+        return Ok(None);
+    }
     let mut json = serde_json::Map::new();
     for (key, value) in map {
         if TEXT_KEYS.contains(&key.as_str()) {
@@ -118,9 +121,6 @@ fn parse_info(map: &HashMap<String, String>) -> Result<Option<SeedInfo>, SeedErr
                 value.parse().map_err(|_| SeedError::NotANumber { key: key.clone(), value: value.clone() })?;
             json.insert(key.clone(), number.into());
         }
-    }
-    if json.is_empty() {
-        return Ok(None);
     }
     serde_json::from_value(json.into()).map(Some).map_err(SeedError::Metadata)
 }
@@ -182,8 +182,9 @@ mod tests {
 
     #[test]
     fn foreign_metadata_is_no_info() {
-        let file = Seed::from_bytes(&with_metadata(&[("format", "pt")])).unwrap();
-        assert_eq!(file.info, None);
+        for pairs in [&[("format", "pt")][..], &[("model", "someone's"), ("steps", "many")]] {
+            assert_eq!(Seed::from_bytes(&with_metadata(pairs)).unwrap().info, None);
+        }
     }
 
     #[test]

@@ -239,6 +239,7 @@ impl SettingsError {
     pub fn describe(&self, name: impl Fn(Setting) -> String) -> String {
         let own = name(self.setting());
         match self {
+            SettingsError::Size { size, multiple: 1 } => format!("{own} must be positive, got {size}"),
             SettingsError::Size { size, multiple } => {
                 format!("{own} must be a positive multiple of {multiple}, got {size}")
             }
@@ -289,7 +290,7 @@ mod tests {
     fn each_bad_setting_is_named() {
         let cases = [
             (with(|s| s.steps = 0), Setting::Steps, "steps must be at least 1, got 0"),
-            (with(|s| s.size = 0), Setting::Size, "size must be a positive multiple of 1, got 0"),
+            (with(|s| s.size = 0), Setting::Size, "size must be positive, got 0"),
             (with(|s| s.adjust = 51), Setting::Adjust, "adjust 51 is more than steps 50"),
             (with(|s| s.guidance = 0.5), Setting::Guidance, "guidance must be a number ≥ 1, got 0.5"),
             (with(|s| s.guidance = f64::NAN), Setting::Guidance, "guidance must be a number ≥ 1, got NaN"),

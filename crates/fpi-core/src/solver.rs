@@ -155,12 +155,25 @@ pub async fn sample(
     steps: usize,
     observer: &mut Observer<'_>,
 ) -> Result<Tensor<4>, RunError> {
+    sample_steered(predictor, schedule, z, steps, observer, &mut |_, z| z).await
+}
+
+/// [`sample`], with `steer(k, z)` changing the latents after each step `k` (0-based), as Prompt-to-Prompt's local
+/// blend does.
+pub async fn sample_steered(
+    predictor: &impl NoisePredictor,
+    schedule: &DdimSchedule,
+    z: Tensor<4>,
+    steps: usize,
+    observer: &mut Observer<'_>,
+    steer: &mut dyn FnMut(usize, Tensor<4>) -> Tensor<4>,
+) -> Result<Tensor<4>, RunError> {
     let n = schedule.timesteps.len();
     let mut z = z;
     for (k, i) in (n - steps.min(n)..n).enumerate() {
         let t = schedule.timesteps[i];
         let (a, b) = ddim_coefficients(schedule.alphas_cumprod[t], schedule.alpha_cumprod_prev(i));
-        z = z.clone().mul_scalar(a) + predictor.predict(z, t).mul_scalar(b);
+        z = steer(k, z.clone().mul_scalar(a) + predictor.predict(z, t).mul_scalar(b));
         let progress = Progress { step: k, steps, timestep: t, iteration: 1, residual: None };
         if observer(&progress).is_break() {
             return Err(RunError::Cancelled);

@@ -2,9 +2,12 @@
 
 use burn::module::Module;
 use burn::nn::{GroupNorm, GroupNormConfig, Linear, LinearConfig};
+use burn::tensor::activation::softmax;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Device, Tensor};
+
+use crate::hook::{AttentionHook, AttentionPlace};
 
 /// The most bytes one score block `[B, H, rows, Lk]` may take. Real WebGPU adapters (and lavapipe) bind at
 /// most 128 MiB per buffer; half of that leaves room for the softmax's temporaries.
@@ -14,10 +17,9 @@ pub const SCORE_BLOCK_BYTES: usize = 64 << 20;
 /// exceeds [`SCORE_BLOCK_BYTES`]. Rows are independent, so the blocks give the unblocked result exactly.
 /// Causal attention (CLIP's 77 tokens, far under the budget) runs in one block.
 pub fn blocked_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, causal: bool) -> Tensor<4> {
-    let [b, h, lq, _] = q.dims();
-    let lk = k.dims()[2];
+    let lq = q.dims()[2];
     let options = AttentionModuleOptions { is_causal: causal, ..Default::default() };
-    let rows = (SCORE_BLOCK_BYTES / (b * h * lk * size_of::<f32>()).max(1)).max(1);
+    let rows = block_rows(&q, &k);
     if rows >= lq || causal {
         return attention(q, k, v, None, None, options);
     }
@@ -26,6 +28,38 @@ pub fn blocked_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, causal: bool)
         .map(|start| {
             let len = rows.min(lq - start);
             attention(q.clone().narrow(2, start, len), k.clone(), v.clone(), None, None, options)
+        })
+        .collect();
+    Tensor::cat(blocks, 2)
+}
+
+/// Query rows per block so that a score block `[B, H, rows, Lk]` stays within [`SCORE_BLOCK_BYTES`].
+fn block_rows(q: &Tensor<4>, k: &Tensor<4>) -> usize {
+    let [b, h, _, _] = q.dims();
+    let lk = k.dims()[2];
+    (SCORE_BLOCK_BYTES / (b * h * lk * size_of::<f32>()).max(1)).max(1)
+}
+
+/// [`blocked_attention`] with the probabilities made explicit, so that `hook` can read or replace each block of
+/// them before they weigh the values.
+pub fn hooked_attention(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    hook: &dyn AttentionHook,
+    place: &AttentionPlace,
+) -> Tensor<4> {
+    let [.., lq, d] = q.dims();
+    let rows = block_rows(&q, &k);
+    let scale = 1.0 / (d as f64).sqrt();
+    let keys = k.swap_dims(2, 3);
+    let blocks = (0..lq)
+        .step_by(rows)
+        .map(|start| {
+            let len = rows.min(lq - start);
+            let scores = q.clone().narrow(2, start, len).matmul(keys.clone()).mul_scalar(scale);
+            let probabilities = hook.edit(place, start..start + len, softmax(scores, 3));
+            probabilities.matmul(v.clone())
         })
         .collect();
     Tensor::cat(blocks, 2)
@@ -71,11 +105,24 @@ impl Attention {
 
     /// `x`: `[B, L, C]`; `context`: `[B, Lc, Cc]` for cross-attention, `None` for self-attention.
     pub fn forward(&self, x: Tensor<3>, context: Option<Tensor<3>>) -> Tensor<3> {
+        self.forward_hooked(x, context, None)
+    }
+
+    /// [`Attention::forward`], handing the probabilities to `hook` when it asks for this layer's.
+    pub fn forward_hooked(
+        &self,
+        x: Tensor<3>,
+        context: Option<Tensor<3>>,
+        hook: Option<(&dyn AttentionHook, AttentionPlace)>,
+    ) -> Tensor<3> {
         let context = context.unwrap_or_else(|| x.clone());
         let q = self.split_heads(self.to_q.forward(x));
         let k = self.split_heads(self.to_k.forward(context.clone()));
         let v = self.split_heads(self.to_v.forward(context));
-        let out = blocked_attention(q, k, v, self.causal);
+        let out = match hook.filter(|(hook, place)| hook.wants(place)) {
+            Some((hook, place)) => hooked_attention(q, k, v, hook, &place),
+            None => blocked_attention(q, k, v, self.causal),
+        };
         self.to_out.forward(merge_heads(out))
     }
 

@@ -17,9 +17,17 @@ use crate::error::Error;
 /// Why a config cannot be built; each names the option and its value.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// Not JSON, a required field missing, or a value of the wrong type or not among the known ones.
+    /// Not JSON, or a required field missing.
     #[error("{0}")]
     Json(#[from] serde_json::Error),
+    /// An option of the wrong type, or a choice not among the known ones (serde lists them).
+    #[error("{option}: {source}")]
+    Field {
+        /// The option's key (its path, for nested values).
+        option: String,
+        /// What is wrong with its value.
+        source: serde_json::Error,
+    },
     /// An option set to a value the model code does not implement.
     #[error("{option} = {value} is not supported (only {supported})")]
     Unsupported {
@@ -193,6 +201,10 @@ pub type FixedOption = (&'static str, &'static [&'static str]);
 
 /// A part's config: parsed from its `config.json`, then checked against what the model code implements.
 pub trait PartConfig: DeserializeOwned {
+    /// The struct's flattened options, read first on their own so that a bad one is named (serde loses the
+    /// field's name inside a flattened struct).
+    type Options: DeserializeOwned;
+
     /// Options the struct does not read because the model code implements only one value of them.
     const FIXED_OPTIONS: &'static [FixedOption];
 
@@ -208,9 +220,19 @@ pub fn parse_config<T: PartConfig>(text: &str, path: &Path) -> crate::Result<T> 
 fn parse<T: PartConfig>(text: &str) -> Result<T, ConfigError> {
     let raw: Value = serde_json::from_str(text)?;
     check_fixed_options(&raw, T::FIXED_OPTIONS)?;
-    let config: T = serde_json::from_value(raw)?;
+    deserialize::<T::Options>(raw.clone())?;
+    let config: T = deserialize(raw)?;
     config.validate()?;
     Ok(config)
+}
+
+/// `raw` as a `T`, naming the option at fault.
+fn deserialize<T: DeserializeOwned>(raw: Value) -> Result<T, ConfigError> {
+    serde_path_to_error::deserialize(raw).map_err(|e| match e.path().to_string() {
+        // A missing field is the whole config's error; serde's message names the field.
+        root if root == "." => ConfigError::Json(e.into_inner()),
+        option => ConfigError::Field { option, source: e.into_inner() },
+    })
 }
 
 /// Rejects a config that sets one of `options` to a value the model code does not implement (absent is fine).
@@ -335,6 +357,7 @@ impl UNetConfig {
 }
 
 impl PartConfig for UNetConfig {
+    type Options = UNetOptions;
     const FIXED_OPTIONS: &'static [FixedOption] = &[
         ("center_input_sample", &["false"]),
         ("resnet_time_scale_shift", &["\"default\""]),
@@ -456,6 +479,7 @@ impl Default for VaeOptions {
 }
 
 impl PartConfig for VaeConfig {
+    type Options = VaeOptions;
     /// The latents' shift and per-channel statistics (SD3, Flux) would change how images become latents.
     const FIXED_OPTIONS: &'static [FixedOption] = &[
         ("act_fn", &["\"silu\""]),
@@ -516,6 +540,7 @@ impl Default for ClipOptions {
 }
 
 impl PartConfig for ClipConfig {
+    type Options = ClipOptions;
     /// None: the rest of `CLIPTextConfig` is dropout, initialisation, token ids and the projection, none of which
     /// changes the last hidden state; `hidden_act` is checked by [`Activation`].
     const FIXED_OPTIONS: &'static [FixedOption] = &[];
@@ -793,7 +818,7 @@ mod tests {
         ];
         for (option, value, unknown, known) in cases {
             let message = error::<UNetConfig>(&edit(TINY_UNET, json!({ option: value })));
-            assert_names(&message, &[&format!("unknown variant `{unknown}`")]);
+            assert_names(&message, &[&format!("unknown variant `{unknown}`"), option]);
             assert_names(&message, known);
         }
         let message = error::<UNetConfig>(&edit(TINY_UNET, json!({"mid_block_type": null})));
@@ -802,6 +827,18 @@ mod tests {
         assert_names(&error::<VaeConfig>(&vae), &["unknown variant `AttnDownEncoderBlock2D`", "DownEncoderBlock2D"]);
         let vae = edit(TINY_VAE, json!({"up_block_types": ["UpDecoderBlock2D", "AttnUpDecoderBlock2D"]}));
         assert_names(&error::<VaeConfig>(&vae), &["unknown variant `AttnUpDecoderBlock2D`", "UpDecoderBlock2D"]);
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_type_names_its_option() {
+        let cases = [
+            (json!({"cross_attention_dim": [32, 32]}), "cross_attention_dim: invalid type: sequence"),
+            (json!({"transformer_layers_per_block": [[1], [1]]}), "transformer_layers_per_block:"),
+            (json!({"norm_eps": "small"}), "norm_eps: invalid type: string"),
+        ];
+        for (change, expected) in cases {
+            assert_names(&error::<UNetConfig>(&edit(TINY_UNET, change)), &[expected]);
+        }
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub mod device;
 pub mod error;
 pub mod feature_map;
 pub mod folder;
+pub mod hook;
 pub mod resnet;
 pub mod source;
 pub mod tokenizer;

@@ -78,11 +78,26 @@ impl ClipTokenizer {
         Ok(Self { start: id(START)?, end: id(END)?, inner, max_len: 77 })
     }
 
+    /// The prompt's tokens alone: no start or end token, no padding, not cut to fit.
+    pub fn words(&self, prompt: &str) -> Result<Vec<u32>> {
+        let encoding = self.inner.encode(prompt, false).map_err(|e| Error::Tokenize { message: e.to_string() })?;
+        Ok(encoding.get_ids().to_vec())
+    }
+
+    /// The start and end tokens that frame a prompt.
+    pub fn framing(&self) -> (u32, u32) {
+        (self.start, self.end)
+    }
+
+    /// How many tokens a prompt may have: 77 less the start and end tokens.
+    pub fn room(&self) -> usize {
+        self.max_len - 2
+    }
+
     /// Tokenizes a prompt into exactly 77 ids, as diffusers' SD1.5 pipeline does (truncating long prompts).
     pub fn encode(&self, prompt: &str) -> Result<Tokens> {
-        let encoding = self.inner.encode(prompt, false).map_err(|e| Error::Tokenize { message: e.to_string() })?;
-        let words = encoding.get_ids();
-        let room = self.max_len - 2;
+        let words = self.words(prompt)?;
+        let room = self.room();
         let kept = &words[..words.len().min(room)];
         let mut ids = Vec::with_capacity(self.max_len);
         ids.push(self.start);

@@ -7,6 +7,7 @@ use burn::tensor::activation::gelu;
 use burn::tensor::{Device, Tensor};
 
 use crate::attention::Attention;
+use crate::hook::HookAt;
 use crate::resnet::{conv, group_norm};
 
 /// GEGLU feed-forward: `proj` to twice the inner width, `x · gelu(gate)`, back to `dim`.
@@ -60,9 +61,11 @@ impl BasicTransformerBlock {
         }
     }
 
-    fn forward(&self, x: Tensor<3>, context: &Tensor<3>) -> Tensor<3> {
-        let x = self.attn1.forward(self.norm1.forward(x.clone()), None) + x;
-        let x = self.attn2.forward(self.norm2.forward(x.clone()), Some(context.clone())) + x;
+    /// `hook`: the hook and this block's `(index in its transformer, query map side)`.
+    fn forward(&self, x: Tensor<3>, context: &Tensor<3>, hook: Option<(HookAt<'_>, usize, [usize; 2])>) -> Tensor<3> {
+        let hooked = |cross| hook.map(|(at, layer, side)| (at.hook, at.place(layer, cross, side)));
+        let x = self.attn1.forward_hooked(self.norm1.forward(x.clone()), None, hooked(false)) + x;
+        let x = self.attn2.forward_hooked(self.norm2.forward(x.clone()), Some(context.clone()), hooked(true)) + x;
         self.ff.forward(self.norm3.forward(x.clone())) + x
     }
 }
@@ -127,8 +130,9 @@ impl Transformer2DModel {
         }
     }
 
-    /// `x`: `[B, C, H, W]`; `context`: the text states `[B, 77, context_dim]`.
-    pub fn forward(&self, x: Tensor<4>, context: &Tensor<3>) -> Tensor<4> {
+    /// `x`: `[B, C, H, W]`; `context`: the text states `[B, 77, context_dim]`; `hook`: attention control, with
+    /// this transformer's place in the UNet.
+    pub fn forward(&self, x: Tensor<4>, context: &Tensor<3>, hook: Option<HookAt<'_>>) -> Tensor<4> {
         let [b, c, h, w] = x.dims();
         let normed = self.norm.forward(x.clone());
         let to_tokens = |t: Tensor<4>| t.reshape([b, c, h * w]).swap_dims(1, 2);
@@ -136,8 +140,8 @@ impl Transformer2DModel {
             Projection::Conv(conv) => to_tokens(conv.forward(normed)),
             Projection::Linear(linear) => linear.forward(to_tokens(normed)),
         };
-        for block in &self.transformer_blocks {
-            tokens = block.forward(tokens, context);
+        for (layer, block) in self.transformer_blocks.iter().enumerate() {
+            tokens = block.forward(tokens, context, hook.map(|at| (at, layer, [h, w])));
         }
         let to_map = |t: Tensor<3>| t.swap_dims(1, 2).reshape([b, c, h, w]);
         let out = match &self.proj_out {

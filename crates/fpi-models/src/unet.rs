@@ -7,6 +7,7 @@ use burn::tensor::activation::silu;
 use burn::tensor::{Device, Tensor};
 
 use crate::config::{DownBlockType, UNetConfig, UpBlockType};
+use crate::hook::{AttentionHook, HookAt, UNetPart};
 use crate::resnet::{Downsample2D, ResnetBlock2D, ResnetShape, Upsample2D, conv, group_norm};
 use crate::transformer::{Transformer2DModel, TransformerShape};
 
@@ -194,18 +195,47 @@ impl UNet2DConditionModel {
         1 << self.down_blocks.iter().filter(|b| !b.downsamplers.is_empty()).count()
     }
 
+    /// The query map sides of the down levels that have cross-attention, for latents of side `latent_side` (the
+    /// up levels mirror them).
+    pub fn cross_attention_sides(&self, latent_side: usize) -> Vec<usize> {
+        let mut side = latent_side;
+        let mut sides = Vec::new();
+        for block in &self.down_blocks {
+            if !block.attentions.is_empty() {
+                sides.push(side);
+            }
+            if !block.downsamplers.is_empty() {
+                side /= 2;
+            }
+        }
+        sides
+    }
+
     /// ε for latents `x` `[B, 4, h, w]` at `timesteps` `[B]`, conditioned on text states `context` `[B, 77, C]`.
     pub fn forward(&self, x: Tensor<4>, timesteps: Tensor<1>, context: &Tensor<3>) -> Tensor<4> {
+        self.forward_hooked(x, timesteps, context, None)
+    }
+
+    /// [`UNet2DConditionModel::forward`] with attention control: `hook` sees (and may replace) the attention
+    /// probabilities of the layers it asks for.
+    pub fn forward_hooked(
+        &self,
+        x: Tensor<4>,
+        timesteps: Tensor<1>,
+        context: &Tensor<3>,
+        hook: Option<&dyn AttentionHook>,
+    ) -> Tensor<4> {
+        let at = |part, block, transformer| hook.map(|hook| HookAt { hook, part, block, transformer });
         let temb = self.time_embedding.linear_1.forward(self.timestep_features(timesteps));
         let temb = self.time_embedding.linear_2.forward(silu(temb));
 
         let mut h = self.conv_in.forward(x);
         let mut skips = vec![h.clone()];
-        for block in &self.down_blocks {
+        for (i, block) in self.down_blocks.iter().enumerate() {
             for (j, resnet) in block.resnets.iter().enumerate() {
                 h = resnet.forward(h, Some(&temb));
                 if let Some(attn) = block.attentions.get(j) {
-                    h = attn.forward(h, context);
+                    h = attn.forward(h, context, at(UNetPart::Down, i, j));
                 }
                 skips.push(h.clone());
             }
@@ -217,15 +247,15 @@ impl UNet2DConditionModel {
 
         let mid = &self.mid_block;
         h = mid.resnets[0].forward(h, Some(&temb));
-        h = mid.attentions[0].forward(h, context);
+        h = mid.attentions[0].forward(h, context, at(UNetPart::Mid, 0, 0));
         h = mid.resnets[1].forward(h, Some(&temb));
 
-        for block in &self.up_blocks {
+        for (i, block) in self.up_blocks.iter().enumerate() {
             for (j, resnet) in block.resnets.iter().enumerate() {
                 let skip = skips.pop().expect("one skip connection per up-block resnet");
                 h = resnet.forward(Tensor::cat(vec![h, skip], 1), Some(&temb));
                 if let Some(attn) = block.attentions.get(j) {
-                    h = attn.forward(h, context);
+                    h = attn.forward(h, context, at(UNetPart::Up, i, j));
                 }
             }
             for up in &block.upsamplers {

@@ -182,11 +182,6 @@ impl AutoencoderKL {
         1 << self.encoder.down_blocks.iter().filter(|b| !b.downsamplers.is_empty()).count()
     }
 
-    /// Channels of the images it encodes (3: RGB; checked when the VAE's config is read).
-    pub fn image_channels(&self) -> usize {
-        self.encoder.conv_in.weight.dims()[1]
-    }
-
     /// The posterior of images `x` in [-1, 1], `[B, 3, H, W]`.
     pub fn encode(&self, x: Tensor<4>) -> Posterior {
         let e = &self.encoder;

@@ -3,6 +3,7 @@
 //! needs.
 #![warn(missing_docs)]
 
+pub mod edit;
 pub mod image_io;
 pub mod pipeline;
 pub mod predictor;

@@ -1,5 +1,5 @@
 //! The SD1.5 pipeline around the inversion core: prompt → text states, image → latents → seed, seed → image.
-//! Every entry point checks its inputs against the model before any model runs.
+//! The entry points that run the UNet check their inputs against the model before any model runs.
 
 use std::ops::ControlFlow;
 use std::path::PathBuf;
@@ -43,6 +43,9 @@ pub enum PipelineError {
     /// A setting out of range for the model.
     #[error(transparent)]
     Settings(#[from] SettingsError),
+    /// An edit that cannot run.
+    #[error(transparent)]
+    Edit(#[from] crate::edit::EditError),
     /// Latents from a file that the UNet cannot take.
     #[error(
         "latents of shape {shape:?} do not fit this model: expected [1, {channels}, h, w] with h and w positive \
@@ -87,14 +90,21 @@ pub struct InvertedImage {
     pub image: RgbImage,
     /// The seed and the settings that made it.
     pub seed: Seed,
-    /// One report per inversion step.
-    pub reports: Vec<StepReport>,
     /// UNet evaluations made (adjustment and inversion).
     pub evaluations: usize,
+    /// The settings it was inverted with.
+    settings: InvertSettings,
     /// The image's VAE latents.
     latents: Tensor<4>,
     /// The latents and seed on the device.
     inversion: LatentInversion,
+}
+
+impl InvertedImage {
+    /// One report per inversion step.
+    pub fn reports(&self) -> &[StepReport] {
+        &self.inversion.reports
+    }
 }
 
 /// How well a seed regenerates the image it was inverted from.
@@ -226,7 +236,12 @@ impl Pipeline {
     pub fn check(&self, settings: &InvertSettings) -> Result<DdimSchedule, PipelineError> {
         settings.validate()?;
         self.check_size(settings.size)?;
-        Ok(DdimSchedule::new(&self.scheduler, settings.steps)?)
+        Ok(self.check_steps(settings.steps)?)
+    }
+
+    /// The schedule of `steps` sampling steps, if the model's schedule has that many.
+    pub fn check_steps(&self, steps: usize) -> Result<DdimSchedule, SettingsError> {
+        DdimSchedule::new(&self.scheduler, steps)
     }
 
     /// How many of the prompt's tokens CLIP's 77 positions leave out.
@@ -236,10 +251,18 @@ impl Pipeline {
 
     /// CLIP's states for the empty prompt and `prompt`.
     pub fn condition(&self, prompt: &str) -> Result<Conditioning, PipelineError> {
-        let empty = self.tokenizer.encode("")?;
-        let tokens = self.tokenizer.encode(prompt)?;
-        let states = self.clip.forward(&[empty.ids, tokens.ids], &self.device)?;
-        Ok(Conditioning { states })
+        Ok(Conditioning { states: self.condition_all(&["", prompt])? })
+    }
+
+    /// CLIP's states `[n, 77, C]` for `n` prompts.
+    pub fn condition_all(&self, prompts: &[&str]) -> Result<Tensor<3>, PipelineError> {
+        let ids = prompts.iter().map(|p| Ok(self.tokenizer.encode(p)?.ids)).collect::<Result<Vec<_>, PipelineError>>()?;
+        Ok(self.clip.forward(&ids, &self.device)?)
+    }
+
+    /// The tokenizer.
+    pub fn tokenizer(&self) -> &ClipTokenizer {
+        &self.tokenizer
     }
 
     fn predictor<'a>(&'a self, conditioning: &Conditioning, guidance: f64) -> Predictor<'a> {
@@ -325,8 +348,8 @@ impl Pipeline {
             shape: inversion.seed.dims(),
             info: Some(SeedInfo::new(settings.clone(), model)),
         };
-        let reports = inversion.reports.clone();
-        Ok(InvertedImage { image, seed, reports, evaluations, latents, inversion })
+        let settings = settings.clone();
+        Ok(InvertedImage { image, seed, evaluations, settings, latents, inversion })
     }
 
     /// DDIM sampling from a seed with `prompt`, `steps` and `guidance`.
@@ -340,7 +363,7 @@ impl Pipeline {
     ) -> Result<Tensor<4>, PipelineError> {
         self.check_latents(seed.dims())?;
         check_guidance(guidance)?;
-        let schedule = DdimSchedule::new(&self.scheduler, steps)?;
+        let schedule = self.check_steps(steps)?;
         let conditioning = self.condition(prompt)?;
         let predictor = self.predictor(&conditioning, guidance);
         let mut on_sample = |p: &Progress| observer(Phase::Sample, p);
@@ -353,7 +376,7 @@ impl Pipeline {
         inverted: &InvertedImage,
         observer: &mut PhaseObserver<'_>,
     ) -> Result<Reconstruction, PipelineError> {
-        let settings = &inverted.seed.info.as_ref().expect("an inverted image's seed records its settings").settings;
+        let settings = &inverted.settings;
         let (seed, start) = (inverted.inversion.seed.clone(), &inverted.inversion.start);
         let latents = self.sample(seed, &settings.prompt, settings.steps, settings.guidance, observer).await?;
         let latent_error = relative_error(&to_host(latents.clone()).await?, &to_host(start.clone()).await?);

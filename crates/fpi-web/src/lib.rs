@@ -55,7 +55,7 @@ async fn gpu() -> Result<Gpu, JsError> {
 /// How the page's form labels each setting, for error messages.
 fn label(setting: Setting) -> String {
     match setting {
-        Setting::Size => "Size",
+        Setting::Size => "Size (px)",
         Setting::Steps => "Steps",
         Setting::Guidance => "Guidance",
         Setting::Method => "Method",
