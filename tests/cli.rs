@@ -293,3 +293,50 @@ fn sizes_follow_the_models_depth_and_latents_round_trip() {
     assert!(fpi(&[&args[..], &["--output", path(&again)], &common].concat()).status.success());
     assert_eq!(image_pixels(&again).len(), 36 * 36 * 3);
 }
+
+/// `fpi edit` from a photo (inverting it first, keeping the seed), then from that seed: the source branch is the
+/// seed's reconstruction, and a word that is in neither prompt is a one-line error that writes nothing.
+#[test]
+fn edit_a_photo_and_its_seed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (model, photo, device) = (tiny_model(), fixtures().join("photos/camera.png"), device_name());
+    let file = |name: &str| dir.path().join(name);
+    let common = ["--model", path(&model), "--device", &device, "--quiet"];
+    let edit = ["edit", "--prompt", "a man with a guitar", "--steps", "4", "--size", "32", "--adjust", "1"];
+    let out = fpi(&[
+        &edit[..],
+        &["--image", path(&photo), "--source-prompt", "a man with a camera", "--iterations", "2"],
+        &["--seed-out", path(&file("seed.safetensors")), "--output", path(&file("edit.png"))],
+        &common,
+    ]
+    .concat());
+    assert!(out.status.success());
+    let seed = Seed::from_bytes(&std::fs::read(file("seed.safetensors")).unwrap()).unwrap();
+    assert_eq!(seed.info.unwrap().settings.prompt, "a man with a camera");
+
+    let out = fpi(&[
+        &["edit", "--seed", path(&file("seed.safetensors")), "--prompt", "a man with a red camera"][..],
+        &["--blend", "red", "camera", "--output", path(&file("edit2.png"))],
+        &["--source-output", path(&file("source.png"))],
+        &common,
+    ]
+    .concat());
+    assert!(out.status.success());
+    let (seed_file, rec) = (file("seed.safetensors"), file("rec.png"));
+    let reconstruct = ["reconstruct", "--seed", path(&seed_file), "--output", path(&rec)];
+    assert!(fpi(&[&reconstruct[..], &common].concat()).status.success());
+    let (a, b) = (image_pixels(&file("source.png")), image_pixels(&file("rec.png")));
+    assert!(a.iter().zip(&b).all(|(x, y)| x.abs_diff(*y) <= 1), "the source branch is the reconstruction");
+    assert_ne!(image_pixels(&file("edit2.png")), a, "the edit changes the image");
+
+    let out = fpi(&[
+        &["edit", "--seed", path(&file("seed.safetensors")), "--prompt", "a man with a guitar"][..],
+        &["--blend", "dog", "--output", path(&file("none.png"))],
+        &common,
+    ]
+    .concat());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.lines().count() == 1, "{stderr}");
+    assert!(stderr.contains("blend word \"dog\" is in neither prompt"), "{stderr}");
+    assert!(!file("none.png").exists());
+}

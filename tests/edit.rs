@@ -134,3 +134,111 @@ fn bad_edits_are_named_before_the_unet_runs() {
     let err = pollster::block_on(pipeline.edit(odd, source, &EditSettings::default(), 4, 2.0, &mut quiet)).err();
     assert!(err.unwrap().to_string().contains("do not fit this model"));
 }
+
+/// The cases of `tests/fixtures/p2p-cases.json` as edit settings: (name, source prompt, settings).
+fn reference_cases() -> (serde_json::Value, Vec<(String, String, EditSettings)>) {
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join("p2p-cases.json")).unwrap()).unwrap();
+    let common = json["common"].clone();
+    let cases = json["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|case| {
+            let number = |key: &str| case.get(key).unwrap_or(&common[key]).as_f64().unwrap();
+            let words = |side: &str| -> Vec<String> {
+                case["blend"][side].as_array().into_iter().flatten().map(|w| w.as_str().unwrap().to_owned()).collect()
+            };
+            let mut blend = words("source");
+            blend.extend(words("target"));
+            let reweight = case["reweight"].as_object().into_iter().flatten();
+            let settings = EditSettings {
+                prompt: case["target"].as_str().unwrap().into(),
+                mode: Some(if case["mode"] == "refine" { EditMode::Refine } else { EditMode::Replace }),
+                cross_steps: number("cross_steps"),
+                self_steps: number("self_steps"),
+                blend,
+                blend_threshold: number("blend_threshold"),
+                blend_start: number("blend_start"),
+                reweight: reweight.map(|(w, f)| (w.clone(), f.as_f64().unwrap())).collect(),
+                steps: None,
+                guidance: None,
+            };
+            (case["name"].as_str().unwrap().to_owned(), case["source"].as_str().unwrap().to_owned(), settings)
+        })
+        .collect();
+    (common, cases)
+}
+
+/// Every case against the Python port of Prompt-to-Prompt: both branches to ≤ 1e-4 relative, and the edit itself,
+/// Δ = target − source, to ≤ 1e-2 (on this tiny model the edits move the latents by only 1e-4 to 1e-2 relative,
+/// so the branches alone would let a missing edit pass; Δ would not).
+#[test]
+fn edits_match_prompt_to_prompt() {
+    let (pipeline, device) = (pipeline(), device());
+    let refs = References::open(&fixtures().join("reference/p2p.safetensors"));
+    let (common, cases) = reference_cases();
+    let (steps, guidance) = (common["steps"].as_u64().unwrap() as usize, common["guidance"].as_f64().unwrap());
+    for (name, source, settings) in cases {
+        let seed: Tensor<4> = refs.tensor("x_t", &device);
+        let edited = pollster::block_on(pipeline.edit(seed, &source, &settings, steps, guidance, &mut quiet)).unwrap();
+        let (ours_source, ours_target) = (values(edited.source), values(edited.target));
+        let (expected, _) = refs.floats(&format!("{name}.latents"));
+        let half = expected.len() / 2;
+        let (theirs_source, theirs_target) = (&expected[..half], &expected[half..]);
+        let errors = [rel_l2(&ours_source, theirs_source), rel_l2(&ours_target, theirs_target)];
+        let delta = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x - y).collect::<Vec<f32>>();
+        let (ours_delta, theirs_delta) = (delta(&ours_target, &ours_source), delta(theirs_target, theirs_source));
+        eprintln!("{name}: source {:.2e}, target {:.2e}, edit Δ {:.2e}", errors[0], errors[1], {
+            if name == "same" { 0.0 } else { rel_l2(&ours_delta, &theirs_delta) }
+        });
+        assert!(errors.iter().all(|&e| e <= 1e-4), "{name}: {errors:?}");
+        if name != "same" {
+            let err = rel_l2(&ours_delta, &theirs_delta);
+            assert!(err <= 1e-2, "{name}: the edit Δ differs by {err:.2e}");
+        }
+        if name == "blend" {
+            // Outside the reference's final mask the target is the source, exactly.
+            let (mask, _) = refs.floats("blend.mask");
+            let plane = mask.len();
+            for (i, (t, s)) in ours_target.iter().zip(&ours_source).enumerate() {
+                if mask[i % plane] == 0.0 {
+                    assert_eq!(t, s, "outside the mask at {i}");
+                }
+            }
+            assert!(mask.iter().any(|&m| m == 0.0) && mask.iter().any(|&m| m == 1.0));
+        }
+    }
+}
+
+/// The token maps against Prompt-to-Prompt's, with the real CLIP tokenizer.
+#[test]
+fn token_maps_match_prompt_to_prompt() {
+    use fpi_pipeline::edit::align::{POSITIONS, Words, refinement_mapper, replacement_mapper};
+    let pipeline = pipeline();
+    let tokenizer = pipeline.tokenizer();
+    let words = |p: &str| Words::new(p, tokenizer.words(p).unwrap(), |w| tokenizer.words(w)).unwrap();
+    let refs = References::open(&fixtures().join("reference/p2p.safetensors"));
+    let (_, cases) = reference_cases();
+    for (name, source, settings) in cases {
+        let (s, t) = (words(&source), words(&settings.prompt));
+        let ids = |key: &str| refs.ints(&format!("{name}.{key}"));
+        let framed = |w: &Words| {
+            let (start, end) = tokenizer.framing();
+            let mut all: Vec<i64> = [start].iter().chain(&w.ids).chain(&[end]).map(|&i| i as i64).collect();
+            all.resize(POSITIONS, end as i64);
+            all
+        };
+        assert_eq!((framed(&s), framed(&t)), (ids("source_tokens"), ids("target_tokens")), "{name}");
+        if settings.mode == Some(EditMode::Refine) {
+            let (start, end) = tokenizer.framing();
+            let (mapper, alphas) = refinement_mapper(&s.ids, &t.ids, start, end);
+            let expected: Vec<usize> =
+                ids("mapper").iter().map(|&m| if m < 0 { POSITIONS - 1 } else { m as usize }).collect();
+            assert_eq!(mapper, expected, "{name}");
+            assert_eq!(alphas, refs.floats(&format!("{name}.alphas")).0, "{name}");
+        } else {
+            assert_eq!(replacement_mapper(&s, &t), refs.floats(&format!("{name}.mapper")).0, "{name}");
+        }
+    }
+}

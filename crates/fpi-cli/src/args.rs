@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use fpi_core::settings::{InvertSettings, Method, SettingsError};
 use fpi_models::device::Backend;
+use fpi_pipeline::edit::EditSettings;
 
 /// Fixed-point inversion for Stable Diffusion 1.5: find the noise seed from which DDIM sampling regenerates a
 /// photo, more exactly than DDIM inversion, on any GPU (wgpu) or the CPU.
@@ -23,6 +24,8 @@ pub enum Command {
     Invert(InvertArgs),
     /// Regenerate an image from a seed file by DDIM sampling.
     Reconstruct(ReconstructArgs),
+    /// Edit a seed (or a photo, inverted first) with Prompt-to-Prompt: change the prompt, keep the rest.
+    Edit(EditArgs),
     /// Generate an image from random or given initial latents.
     Generate(GenerateArgs),
     /// List the devices found and their adapter limits.
@@ -59,25 +62,11 @@ pub struct InvertArgs {
     /// DDIM steps.
     #[arg(long, default_value_t = InvertSettings::default().steps)]
     pub steps: usize,
-    /// The solver of each inversion step: fpi (fixed-point iterations) or ddim (DDIM inversion, ε taken at the
-    /// previous latent, one evaluation per step).
-    #[arg(long, value_parser = Method::NAMES, default_value = InvertSettings::default().method.name())]
-    pub method: String,
-    /// Evaluations of the implicit step per timestep (fpi; 1 is DDIM inversion) [default: 5].
-    #[arg(long)]
-    pub iterations: Option<usize>,
-    /// End a step early once ‖f(z) − z‖/‖z‖ falls below this (fpi).
-    #[arg(long, allow_negative_numbers = true)]
-    pub tolerance: Option<f64>,
     /// Classifier-free guidance scale (the paper inverts real images at 2; use the same to reconstruct).
     #[arg(long, default_value_t = InvertSettings::default().guidance, allow_negative_numbers = true)]
     pub guidance: f64,
-    /// Steps of the prompt-aware adjustment before inverting (0 disables).
-    #[arg(long, default_value_t = InvertSettings::default().adjust)]
-    pub adjust: usize,
-    /// Image side in pixels: a multiple of the model's size step (64 for SD1.5).
-    #[arg(long, default_value_t = InvertSettings::default().size)]
-    pub size: usize,
+    #[command(flatten)]
+    pub solver: SolverOptions,
     /// The seed file to write (safetensors).
     #[arg(long)]
     pub output: PathBuf,
@@ -89,21 +78,116 @@ pub struct InvertArgs {
     pub reconstruct: Option<PathBuf>,
 }
 
-impl InvertArgs {
-    /// The inversion settings these options ask for, checked where the model does not matter.
-    pub fn settings(&self) -> Result<InvertSettings, SettingsError> {
+/// How an image is inverted, besides its prompt, steps and guidance.
+#[derive(Args, Debug)]
+pub struct SolverOptions {
+    /// The solver of each inversion step: fpi (fixed-point iterations) or ddim (DDIM inversion, ε taken at the
+    /// previous latent, one evaluation per step).
+    #[arg(long, value_parser = Method::NAMES, default_value = InvertSettings::default().method.name())]
+    pub method: String,
+    /// Evaluations of the implicit step per timestep (fpi; 1 is DDIM inversion) [default: 5].
+    #[arg(long)]
+    pub iterations: Option<usize>,
+    /// End a step early once ‖f(z) − z‖/‖z‖ falls below this (fpi).
+    #[arg(long, allow_negative_numbers = true)]
+    pub tolerance: Option<f64>,
+    /// Steps of the prompt-aware adjustment before inverting (0 disables).
+    #[arg(long, default_value_t = InvertSettings::default().adjust)]
+    pub adjust: usize,
+    /// Image side in pixels: a multiple of the model's size step (64 for SD1.5).
+    #[arg(long, default_value_t = InvertSettings::default().size)]
+    pub size: usize,
+}
+
+impl SolverOptions {
+    /// The inversion settings of these options with `prompt`, `steps` and `guidance`, checked where the model does
+    /// not matter.
+    pub fn settings(&self, prompt: &str, steps: usize, guidance: f64) -> Result<InvertSettings, SettingsError> {
         let iterations = self.iterations.unwrap_or(InvertSettings::default().method.iterations());
         let settings = InvertSettings {
-            prompt: self.prompt.clone(),
+            prompt: prompt.to_owned(),
             size: self.size,
-            steps: self.steps,
-            guidance: self.guidance,
+            steps,
+            guidance,
             method: Method::from_name(&self.method, iterations, self.tolerance)?,
             adjust: self.adjust,
         };
         settings.validate()?;
         Ok(settings)
     }
+}
+
+impl InvertArgs {
+    /// The inversion settings these options ask for, checked where the model does not matter.
+    pub fn settings(&self) -> Result<InvertSettings, SettingsError> {
+        self.solver.settings(&self.prompt, self.steps, self.guidance)
+    }
+}
+
+/// `fpi edit`'s options.
+#[derive(Args, Debug)]
+pub struct EditArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// The seed to edit: a seed file written by `fpi invert`.
+    #[arg(long, required_unless_present = "image", conflicts_with = "image")]
+    pub seed: Option<PathBuf>,
+    /// Or a photo to invert first (with --source-prompt and the inversion options --method, --iterations,
+    /// --tolerance, --adjust, --size).
+    #[arg(long)]
+    pub image: Option<PathBuf>,
+    /// Also write the seed inverted from --image.
+    #[arg(long, requires = "image")]
+    pub seed_out: Option<PathBuf>,
+    /// The target prompt: the source prompt with words swapped, added or removed.
+    #[arg(long)]
+    pub prompt: String,
+    /// The prompt the seed was inverted with (default: the seed's; needed with --image).
+    #[arg(long, required_unless_present = "seed")]
+    pub source_prompt: Option<String>,
+    /// replace (words swapped one for one) or refine (words added or removed) [default: replace when every word
+    /// has as many tokens in both prompts, else refine].
+    #[arg(long, value_parser = ["replace", "refine"])]
+    pub mode: Option<String>,
+    /// The fraction of steps, from the first, in which the target's cross-attention is the source's.
+    #[arg(long, default_value_t = EditSettings::default().cross_steps)]
+    pub cross_steps: f64,
+    /// The fraction of steps, from the first, in which self-attention (maps of ≤ 16×16 queries) is the source's.
+    #[arg(long, default_value_t = EditSettings::default().self_steps)]
+    pub self_steps: f64,
+    /// Local blend: change only where these words (of either prompt) attend; elsewhere keep the source.
+    #[arg(long, num_args = 1..)]
+    pub blend: Vec<String>,
+    /// The local blend's threshold on the words' normalised attention.
+    #[arg(long, default_value_t = EditSettings::default().blend_threshold)]
+    pub blend_threshold: f64,
+    /// The fraction of steps after which the local blend applies.
+    #[arg(long, default_value_t = EditSettings::default().blend_start)]
+    pub blend_start: f64,
+    /// Scale a target word's cross-attention: WORD=FACTOR (e.g. red=2), repeatable.
+    #[arg(long, num_args = 1.., value_parser = parse_reweight)]
+    pub reweight: Vec<(String, f64)>,
+    /// DDIM steps (default: the seed's; with --image 50).
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Guidance scale (default: the seed's; with --image 2).
+    #[arg(long, allow_negative_numbers = true)]
+    pub guidance: Option<f64>,
+    #[command(flatten)]
+    pub solver: SolverOptions,
+    /// The edited image to write (PNG).
+    #[arg(long)]
+    pub output: PathBuf,
+    /// Also write the source branch, the seed's reconstruction (PNG).
+    #[arg(long)]
+    pub source_output: Option<PathBuf>,
+}
+
+/// `WORD=FACTOR`.
+fn parse_reweight(text: &str) -> Result<(String, f64), String> {
+    let (word, factor) = text.split_once('=').ok_or_else(|| format!("{text:?} is not WORD=FACTOR"))?;
+    let factor: f64 = factor.parse().map_err(|_| format!("{factor:?} in {text:?} is not a number"))?;
+    Ok((word.to_owned(), factor))
 }
 
 /// The files that sampling writes.

@@ -9,12 +9,15 @@ use fpi_core::settings::{InvertSettings, Method, Setting, SettingsError, check_g
 use fpi_core::solver::to_host;
 use fpi_models::ModelFolder;
 use fpi_models::device::{Backend, adapters};
+use fpi_pipeline::edit::{EditMode, EditSettings};
 use fpi_pipeline::image_io::{self, RgbImage};
 use fpi_pipeline::{Pipeline, PipelineError};
 use rand::SeedableRng;
 use rand_distr::{Distribution as _, StandardNormal};
 
-use crate::args::{BenchArgs, Cli, Command, Common, GenerateArgs, InvertArgs, ReconstructArgs, SampleOutputs};
+use crate::args::{
+    BenchArgs, Cli, Command, Common, EditArgs, GenerateArgs, InvertArgs, ReconstructArgs, SampleOutputs,
+};
 use crate::failure::{AtPath, Failure, at};
 use crate::files::{check_writable, read_file, write_atomic};
 use crate::progress::Bars;
@@ -24,6 +27,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Invert(args) => invert(args),
         Command::Reconstruct(args) => reconstruct(args),
+        Command::Edit(args) => edit(args),
         Command::Generate(args) => generate(args),
         Command::Info => info(),
         Command::Bench(args) => bench(args),
@@ -79,7 +83,8 @@ fn invert(args: InvertArgs) -> Result<(), Failure> {
         [Some(args.output.as_path()), args.trace.as_deref(), args.reconstruct.as_deref()].into_iter().flatten(),
     )?;
     let settings = args.settings()?;
-    if matches!(settings.method, Method::Ddim) && (args.iterations.is_some() || args.tolerance.is_some()) {
+    if matches!(settings.method, Method::Ddim) && (args.solver.iterations.is_some() || args.solver.tolerance.is_some())
+    {
         eprintln!("note: --method ddim makes one evaluation per step; --iterations and --tolerance are ignored");
     }
     let image = read_image(&args.image)?;
@@ -172,6 +177,76 @@ fn sample_and_write(
     write_png(&outputs.output, &image)?;
     if !quiet {
         eprintln!("wrote {}", outputs.output.display());
+    }
+    Ok(())
+}
+
+fn edit(args: EditArgs) -> Result<(), Failure> {
+    let outputs = [Some(args.output.as_path()), args.source_output.as_deref(), args.seed_out.as_deref()];
+    check_outputs(outputs.into_iter().flatten())?;
+    let settings = EditSettings {
+        prompt: args.prompt.clone(),
+        mode: args.mode.as_deref().map(|m| if m == "refine" { EditMode::Refine } else { EditMode::Replace }),
+        cross_steps: args.cross_steps,
+        self_steps: args.self_steps,
+        blend: args.blend.clone(),
+        blend_threshold: args.blend_threshold,
+        blend_start: args.blend_start,
+        reweight: args.reweight.clone(),
+        steps: args.steps,
+        guidance: args.guidance,
+    };
+    let mut bars = Bars::new(args.common.quiet);
+    let (pipeline, seed, source) = match (&args.seed, &args.image) {
+        (Some(path), _) => {
+            let seed = read_seed(path)?;
+            let recorded = seed.info.as_ref().map(|info| &info.settings);
+            let source = match (&args.source_prompt, recorded) {
+                (Some(prompt), _) => prompt.clone(),
+                (None, Some(settings)) => settings.prompt.clone(),
+                (None, None) => return Err(at(path, "no prompt in its metadata; give --source-prompt")),
+            };
+            let pipeline = load(&args.common)?;
+            (pipeline, seed, source)
+        }
+        (None, Some(image)) => {
+            let source = args.source_prompt.clone().expect("clap requires it without --seed");
+            let defaults = InvertSettings::default();
+            let steps = args.steps.unwrap_or(defaults.steps);
+            let inversion = args.solver.settings(&source, steps, args.guidance.unwrap_or(defaults.guidance))?;
+            let image = read_image(image)?;
+            let pipeline = load(&args.common)?;
+            pipeline.check(&inversion)?;
+            let model = model_name(&args.common.model);
+            let inverted = pollster::block_on(
+                pipeline.invert_image(&image, &inversion, &model, &mut |ph, p| bars.observe(ph, p)),
+            )?;
+            bars.finish();
+            if let Some(out) = &args.seed_out {
+                write_atomic(out, &inverted.seed.to_bytes())?;
+            }
+            (pipeline, inverted.seed, source)
+        }
+        (None, None) => unreachable!("clap requires --seed or --image"),
+    };
+    let recorded = seed.info.as_ref().map(|info| &info.settings);
+    let steps = args.steps.or(recorded.map(|s| s.steps)).unwrap_or(InvertSettings::default().steps);
+    let guidance = args.guidance.or(recorded.map(|s| s.guidance)).unwrap_or(InvertSettings::default().guidance);
+    let latents = match &args.seed {
+        Some(path) => pipeline.seed_tensor(&seed).at(path)?,
+        None => pipeline.seed_tensor(&seed)?,
+    };
+    let started = Instant::now();
+    let edited = pollster::block_on(
+        pipeline.edit(latents, &source, &settings, steps, guidance, &mut |ph, p| bars.observe(ph, p)),
+    )?;
+    bars.finish();
+    write_png(&args.output, &pollster::block_on(pipeline.decode(edited.target))?)?;
+    if let Some(out) = &args.source_output {
+        write_png(out, &pollster::block_on(pipeline.decode(edited.source))?)?;
+    }
+    if !args.common.quiet {
+        eprintln!("wrote {} ({steps} steps, {:.1} s)", args.output.display(), started.elapsed().as_secs_f64());
     }
     Ok(())
 }
