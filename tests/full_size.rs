@@ -52,3 +52,39 @@ fn sd15_sized_models_match_diffusers_within_128_mib_tensors() {
     assert_close(vae.decode(refs.tensor("vae.latent", &device)), &refs, "vae.decoded", 1e-4);
     check_memory("VAE");
 }
+
+/// One Prompt-to-Prompt step at 512² (batch 4, the attention hook on every cross-attention layer and on the
+/// self-attention of 16×16 layers, a local blend) keeps every device allocation within 128 MiB.
+#[test]
+#[ignore = "needs FPI_FULL_MODEL: an SD1.5-sized model from make_fixtures.py --full"]
+fn one_edit_step_at_512_stays_within_128_mib() {
+    use fpi_pipeline::edit::EditSettings;
+    let dir = std::env::var("FPI_FULL_MODEL").expect("set FPI_FULL_MODEL to the folder written by --full");
+    let device = device();
+    let pipeline = pollster::block_on(fpi_pipeline::Pipeline::load(
+        &folder(std::path::Path::new(&dir)),
+        device.clone(),
+        &mut |_, _, _| {},
+    ))
+    .unwrap();
+    let seed = Tensor::<4>::random([1, 4, 64, 64], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
+    let edit = EditSettings {
+        prompt: "a photograph of a dog".into(),
+        blend: vec!["cat".into(), "dog".into()],
+        ..EditSettings::default()
+    };
+    let started = std::time::Instant::now();
+    let edited = pollster::block_on(
+        pipeline.edit(seed, "a photograph of a cat", &edit, 1, 2.0, &mut |_, _| std::ops::ControlFlow::Continue(())),
+    )
+    .unwrap();
+    assert!(values(edited.target).iter().all(|v| v.is_finite()));
+    eprintln!("one edit step at 512²: {:.1} s", started.elapsed().as_secs_f64());
+    if let Some(bytes) = largest_allocation(&device) {
+        eprintln!("edit: largest device allocation {:.1} MiB", bytes as f64 / (1 << 20) as f64);
+        assert!(bytes <= LIMIT, "edit: a device allocation of {bytes} bytes exceeds 128 MiB");
+    }
+    if let Some(usage) = device.memory_pool_usage() {
+        eprintln!("edit: device memory reserved {:.0} MiB", usage.bytes_reserved as f64 / (1 << 20) as f64);
+    }
+}

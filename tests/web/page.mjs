@@ -12,8 +12,13 @@
 //      downloads the seed and checks it and the PSNR against the native run in tests/fixtures/reference/
 //      (web-case.safetensors: relative L2 ≤ 1e-4; web-case.json's psnr: within 0.05 dB), and the seed's metadata
 //      against the case: every key, with the case's settings, the model's name as the page gives it and fpi's
-//      version.
-// Exit code 0 is a pass. Outputs in target/web-test/: seed.safetensors, finished.png (or failed.png).
+//      version;
+//   4. edits that inversion's seed in the Edit panel: first with a blend word in neither prompt, which must fail
+//      with the one-line error naming it (data-edit="failed"), then with the case's prompt with one word swapped
+//      (EDIT_PROMPT, steps the seed's), which must finish (data-edit="done") and download a PNG of the case's size
+//      that differs from the reconstruction.
+// Exit code 0 is a pass. Outputs in target/web-test/: seed.safetensors, reconstruction.png, edit.png, finished.png
+// (after the inversion) and edited.png (after the edit), or failed.png.
 // Chromium runs with the flags the wasm32 tests use (crates/fpi-web/webdriver.json).
 // Environment: FPI_CHROMIUM (default: webdriver.json's binary), FPI_WEB_TIMEOUT_S (the inversion's limit, default
 // 600), FPI_WEB_REFERENCE (the folder of web-case.safetensors and web-case.json, default tests/fixtures/reference).
@@ -21,6 +26,7 @@
 import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
+import zlib from 'node:zlib';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 import { presentFiles } from '../../web/model-files.js';
@@ -41,6 +47,12 @@ const MAX_PSNR_DIFF = 0.05;
 
 /** The tiny model's files that Model.load needs (web/model-files.js's list, as tests/fixtures/tiny-sd has them). */
 const TINY_FILES = presentFiles((rel) => fs.existsSync(path.join(tinyModel, rel)));
+
+/** The edit's target prompt: the case's ("a man with a camera") with one word swapped. */
+const EDIT_PROMPT = 'a man with a guitar';
+/** A blend word in neither prompt, and the start of the error the page must show for it. */
+const BAD_BLEND = 'dog';
+const BAD_BLEND_ERROR = `blend word "${BAD_BLEND}" is in neither prompt`;
 
 /** The settings a seed's metadata records, as web-case.json names them. */
 const SETTINGS = ['prompt', 'steps', 'guidance', 'method', 'iterations', 'adjust', 'size'];
@@ -130,6 +142,52 @@ function relativeError(a, b) {
     norm += b[i] ** 2;
   }
   return Math.sqrt(diff) / Math.sqrt(norm);
+}
+
+// -------------------------------------------------------------------------------------------------------------
+// PNG files (8-bit, not interlaced: what fpi writes)
+
+/** A PNG's size and pixels: { width, height, channels, pixels (Uint8Array, rows without filter bytes) }. */
+function readPng(file) {
+  const buf = fs.readFileSync(file);
+  const signature = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
+  check(buf.length > 33 && buf.subarray(0, 8).equals(signature), `${file}: not a PNG`);
+  check(buf.toString('latin1', 12, 16) === 'IHDR', `${file}: the first chunk is not IHDR`);
+  const [width, height] = [buf.readUInt32BE(16), buf.readUInt32BE(20)];
+  const [depth, colour, interlace] = [buf[24], buf[25], buf[28]];
+  const channels = { 0: 1, 2: 3, 4: 2, 6: 4 }[colour];
+  check(depth === 8 && channels && interlace === 0, `${file}: depth ${depth}, colour type ${colour}, interlace ${interlace} (not 8-bit grey/RGB(A), plain)`);
+  const idat = [];
+  for (let at = 8; at + 8 <= buf.length;) {
+    const length = buf.readUInt32BE(at);
+    const type = buf.toString('latin1', at + 4, at + 8);
+    if (type === 'IDAT') idat.push(buf.subarray(at + 8, at + 8 + length));
+    if (type === 'IEND') break;
+    at += 12 + length;
+  }
+  const raw = zlib.inflateSync(Buffer.concat(idat));
+  const stride = width * channels;
+  check(raw.length === height * (stride + 1), `${file}: ${raw.length} bytes of image data for ${width}×${height}`);
+  // Undo the per-row filters (PNG spec §9).
+  const pixels = new Uint8Array(height * stride);
+  for (let y = 0; y < height; y += 1) {
+    const filter = raw[y * (stride + 1)];
+    for (let x = 0; x < stride; x += 1) {
+      const v = raw[y * (stride + 1) + 1 + x];
+      const a = x >= channels ? pixels[y * stride + x - channels] : 0;
+      const b = y > 0 ? pixels[(y - 1) * stride + x] : 0;
+      const c = x >= channels && y > 0 ? pixels[(y - 1) * stride + x - channels] : 0;
+      const paeth = () => {
+        const p = a + b - c;
+        const [pa, pb, pc] = [Math.abs(p - a), Math.abs(p - b), Math.abs(p - c)];
+        return pa <= pb && pa <= pc ? a : pb <= pc ? b : c;
+      };
+      const predictor = [0, a, b, (a + b) >> 1][filter] ?? (filter === 4 ? paeth() : undefined);
+      check(predictor !== undefined, `${file}: unknown filter ${filter} in row ${y}`);
+      pixels[y * stride + x] = (v + predictor) & 0xff;
+    }
+  }
+  return { width, height, channels, pixels };
 }
 
 // -------------------------------------------------------------------------------------------------------------
@@ -255,6 +313,96 @@ async function downloadSeed(page, testCase) {
   return seedFile;
 }
 
+/** Downloads what the link `selector` offers, checks its file name and saves it as target/web-test/`saveAs`. */
+async function download(page, selector, name, saveAs) {
+  const [file] = await Promise.all([page.waitForEvent('download'), page.click(selector)]);
+  check(file.suggestedFilename() === name, `${selector} downloads as ${file.suggestedFilename()}, not ${name}`);
+  const target = path.join(outDir, saveAs);
+  await file.saveAs(target);
+  return target;
+}
+
+/** The edit panel's state: data-edit, its error line, its progress text and the status line. */
+async function editState(page) {
+  return page.evaluate(() => ({
+    edit: document.body.dataset.edit,
+    error: document.getElementById('edit-error').textContent,
+    errorShown: !document.getElementById('edit-error').hidden,
+    progress: document.getElementById('edit-progress-text').textContent,
+    status: document.getElementById('status').textContent,
+  }));
+}
+
+/** Clicks Edit and waits until the edit ends (data-edit leaves 'running'), logging its progress; its end state. */
+async function runEdit(page) {
+  const start = Date.now();
+  await page.click('#edit');
+  let state = await editState(page);
+  let [shown, lastShown] = ['', 0];
+  while (state.edit === 'running') {
+    check(Date.now() - start < invertTimeout, `no edit after ${invertTimeout / 1000} s: ${state.progress}`);
+    if (state.progress !== shown && Date.now() - lastShown > 15_000) {
+      log(`edit progress: ${state.progress}`);
+      [shown, lastShown] = [state.progress, Date.now()];
+    }
+    await page.waitForTimeout(250);
+    state = await editState(page);
+  }
+  return { ...state, seconds: (Date.now() - start) / 1000 };
+}
+
+/**
+ * The Edit panel on the inversion just made: it starts with the case's prompt; a blend word in neither prompt
+ * fails with one line naming it; the prompt with one word swapped (steps left at the seed's) gives an edit, a PNG
+ * of the case's size that differs from the reconstruction. Returns the edit's seconds.
+ */
+async function editCase(page, testCase) {
+  const stem = path.basename(testCase.image).replace(/\.[^.]*$/, '');
+  check(await page.isVisible('#edit-section'), 'the Edit panel is not shown after the inversion');
+  const start = await page.evaluate(() => ({
+    prompt: document.getElementById('edit-prompt').value,
+    steps: document.getElementById('edit-steps').value,
+    edit: document.body.dataset.edit,
+  }));
+  check(start.prompt === testCase.prompt, `the edit's target prompt starts as '${start.prompt}', not the source prompt '${testCase.prompt}'`);
+  check(Number(start.steps) === testCase.steps, `the edit's steps start at ${start.steps}, not the seed's ${testCase.steps}`);
+  check(start.edit === 'idle', `data-edit is '${start.edit}' before any edit, not 'idle'`);
+
+  await page.fill('#edit-prompt', EDIT_PROMPT);
+  await page.fill('#edit-blend', BAD_BLEND);
+  const bad = await runEdit(page);
+  log(`edit with blend word '${BAD_BLEND}': data-edit=${bad.edit}: ${bad.error}`);
+  check(bad.edit === 'failed', `an edit with the blend word '${BAD_BLEND}' ended with data-edit=${bad.edit}, not failed: ${bad.status}`);
+  check(bad.errorShown && bad.error.includes(BAD_BLEND_ERROR), `the edit's error line '${bad.error}' does not say '${BAD_BLEND_ERROR}'`);
+  check(!/\n/.test(bad.error), `the edit's error is not one line: ${JSON.stringify(bad.error)}`);
+
+  await page.fill('#edit-blend', '');
+  const good = await runEdit(page);
+  check(good.edit === 'done', `the edit did not finish (data-edit=${good.edit}): ${good.error || good.status}`);
+  check(!good.errorShown, `the edit finished but the error line still shows '${good.error}'`);
+  check(await page.isVisible('#edited'), 'the edited image is not shown');
+  const caption = await page.textContent('#edit-caption');
+  log(`edit '${EDIT_PROMPT}': ${good.progress}; caption: ${caption}`);
+
+  const editFile = await download(page, '#download-edit', `${stem}-edit.png`, 'edit.png');
+  const recFile = await download(page, '#download-reconstruction', `${stem}.reconstruction.png`, 'reconstruction.png');
+  const [edited, reconstruction] = [readPng(editFile), readPng(recFile)];
+  check(edited.width === testCase.size && edited.height === testCase.size,
+    `the edit is ${edited.width}×${edited.height}, not ${testCase.size}×${testCase.size}`);
+  check(edited.channels === reconstruction.channels && edited.pixels.length === reconstruction.pixels.length,
+    `the edit (${edited.width}×${edited.height}×${edited.channels}) and the reconstruction (${reconstruction.width}×${reconstruction.height}×${reconstruction.channels}) differ in shape`);
+  let [sum, changed] = [0, 0];
+  for (let i = 0; i < edited.pixels.length; i += 1) {
+    const d = Math.abs(edited.pixels[i] - reconstruction.pixels[i]);
+    sum += d;
+    if (d > 0) changed += 1;
+  }
+  const mean = sum / edited.pixels.length;
+  log(`edit vs reconstruction: mean |Δ| ${mean.toFixed(2)} of 255, ${changed} of ${edited.pixels.length} values differ`);
+  check(changed > 0, `the edit for '${EDIT_PROMPT}' equals the reconstruction`);
+  return good.seconds;
+}
+
 /** The version fpi records in seeds: the workspace's, from Cargo.toml. */
 function fpiVersion() {
   const toml = fs.readFileSync(path.join(root, 'Cargo.toml'), 'utf8');
@@ -329,7 +477,7 @@ async function main() {
   }
   const testCase = readJson(path.join(fixtures, 'web-case.json'));
   fs.mkdirSync(outDir, { recursive: true });
-  for (const old of ['seed.safetensors', 'finished.png', 'failed.png']) fs.rmSync(path.join(outDir, old), { force: true });
+  for (const old of ['seed.safetensors', 'reconstruction.png', 'edit.png', 'finished.png', 'edited.png', 'failed.png']) fs.rmSync(path.join(outDir, old), { force: true });
 
   const server = await serve();
   const origin = `http://127.0.0.1:${server.address().port}`;
@@ -351,10 +499,14 @@ async function main() {
     const seedFile = await downloadSeed(page, testCase);
     await screenshot(page, 'finished.png');
     log(`saved ${path.relative(root, seedFile)} and target/web-test/finished.png`);
-
     const seed = readSeed(seedFile);
     checkMetadata(seed.meta, testCase, model.name);
     compareWithNative(seed, run, model.seconds);
+
+    const editSeconds = await editCase(page, testCase);
+    await screenshot(page, 'edited.png');
+    log('saved target/web-test/edit.png, reconstruction.png and edited.png');
+    console.log(`web page: edit "${EDIT_PROMPT}" ${editSeconds.toFixed(1)} s, all ${((Date.now() - t0) / 1000).toFixed(1)} s`);
     console.log('PASS');
   } catch (e) {
     await screenshot(page, 'failed.png').catch(() => {});

@@ -326,6 +326,14 @@ fn bench(args: BenchArgs) -> Result<(), Failure> {
     let image = Tensor::<4>::random([1, 3, args.size, args.size], Distribution::Uniform(-1.0, 1.0), &device);
     time("VAE encode", || Ok(vae.encode(image.clone()).mean))?;
     time("VAE decode", || Ok(vae.decode(latents(1))))?;
+    // One Prompt-to-Prompt step: the UNet on both branches (batch 4) with the attention hook.
+    let edit = EditSettings { prompt: "a painting".into(), ..EditSettings::default() };
+    time("edit step (batch 4)", || {
+        let edited = pollster::block_on(pipeline.edit(latents(1), &settings.prompt, &edit, 1, 2.0, &mut |_, _| {
+            std::ops::ControlFlow::Continue(())
+        }))?;
+        Ok(edited.target)
+    })?;
     let mut bars = Bars::new(args.common.quiet);
     let started = Instant::now();
     let inversion = pollster::block_on(pipeline.invert(latents(1), &settings, &mut |ph, p| bars.observe(ph, p)))?;

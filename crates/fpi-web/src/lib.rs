@@ -14,6 +14,7 @@ use fpi_core::seed::Seed;
 use fpi_core::settings::{InvertSettings, Setting};
 use fpi_core::solver::Progress;
 use fpi_models::ModelFolder;
+use fpi_pipeline::edit::EditSettings;
 use fpi_pipeline::{Phase, Pipeline, PipelineError, image_io};
 use js_sys::{Function, Map, Object, Reflect};
 use wasm_bindgen::prelude::*;
@@ -146,6 +147,28 @@ impl Inversion {
     }
 }
 
+/// The result of [`Model::edit`].
+#[wasm_bindgen]
+pub struct Edit {
+    edit: Vec<u8>,
+    source: Vec<u8>,
+}
+
+#[wasm_bindgen]
+impl Edit {
+    /// PNG of the edited image (the target prompt's branch).
+    #[wasm_bindgen(getter)]
+    pub fn edit(&self) -> Vec<u8> {
+        self.edit.clone()
+    }
+
+    /// PNG of the source prompt's branch: the seed's reconstruction.
+    #[wasm_bindgen(getter)]
+    pub fn source(&self) -> Vec<u8> {
+        self.source.clone()
+    }
+}
+
 #[wasm_bindgen]
 impl Model {
     /// Loads a diffusers folder given as a `Map` of relative path → `Blob` (`unet/config.json`, …), streaming the
@@ -211,6 +234,31 @@ impl Model {
             latent_error: check.latent_error,
             evaluations: inverted.evaluations + check.evaluations,
             dropped_tokens,
+        })
+    }
+
+    /// Edits a seed file (from [`Model::invert`]) with Prompt-to-Prompt: `settings` = `{prompt, mode?: "replace" |
+    /// "refine", cross_steps?, self_steps?, blend?: [words], blend_threshold?, blend_start?, reweight?: [[word,
+    /// factor]], steps?, guidance?}` (absent: Prompt-to-Prompt's defaults; steps and guidance: the seed's). The
+    /// source prompt is the seed's. `on_progress` as in [`Model::invert`].
+    pub async fn edit(&self, seed: Vec<u8>, settings: JsValue, on_progress: Option<Function>) -> Result<Edit, JsError> {
+        let seed = Seed::from_bytes(&seed).map_err(|e| JsError::new(&format!("seed file: {e}")))?;
+        let Some(info) = &seed.info else {
+            return Err(JsError::new("seed file: no fpi metadata (prompt, steps, guidance)"));
+        };
+        let json = js_sys::JSON::stringify(&settings).map_err(|e| JsError::new(&describe(e)))?;
+        let edit: EditSettings =
+            serde_json::from_str(&String::from(json)).map_err(|e| JsError::new(&format!("edit settings: {e}")))?;
+        let source = &info.settings;
+        let (steps, guidance) = (edit.steps.unwrap_or(source.steps), edit.guidance.unwrap_or(source.guidance));
+        let pipeline = &self.pipeline;
+        let latents = pipeline.seed_tensor(&seed).map_err(error)?;
+        let mut observer = observer(on_progress);
+        let edited =
+            pipeline.edit(latents, &source.prompt, &edit, steps, guidance, &mut observer).await.map_err(error)?;
+        Ok(Edit {
+            edit: image_io::encode_png(&pipeline.decode(edited.target).await.map_err(error)?),
+            source: image_io::encode_png(&pipeline.decode(edited.source).await.map_err(error)?),
         })
     }
 

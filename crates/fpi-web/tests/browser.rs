@@ -110,3 +110,17 @@ async fn bad_settings_are_named_by_the_forms_labels_before_any_model_runs() {
     let message = format!("{:?}", JsValue::from(err));
     assert!(message.contains("Adjustment steps 9 is more than Steps 4"), "{message}");
 }
+
+/// An edit of the browser case's seed to the same prompt is its reconstruction, in both branches.
+#[wasm_bindgen_test]
+async fn an_edit_to_the_same_prompt_reconstructs_the_seed() {
+    let model = load(None).await.unwrap();
+    let prompt = case()["prompt"].as_str().unwrap().to_owned();
+    let settings = js_sys::JSON::parse(&serde_json::json!({ "prompt": prompt }).to_string()).unwrap();
+    let edit = model.edit(REFERENCE_SEED.to_vec(), settings, None).await.map_err(JsValue::from).unwrap();
+    let reconstruction = model.reconstruct(REFERENCE_SEED.to_vec(), None).await.map_err(JsValue::from).unwrap();
+    let pixels = |png: &[u8]| fpi_pipeline::image_io::decode(png).unwrap().into_raw();
+    let (source, target, expected) = (pixels(&edit.source()), pixels(&edit.edit()), pixels(&reconstruction));
+    let most = |a: &[u8]| a.iter().zip(&expected).map(|(x, y)| x.abs_diff(*y)).max().unwrap();
+    assert!(most(&source) <= 1 && most(&target) <= 1, "{} {}", most(&source), most(&target));
+}
