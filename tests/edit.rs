@@ -161,8 +161,6 @@ fn reference_cases() -> (serde_json::Value, Vec<(String, String, EditSettings)>)
                 blend_threshold: number("blend_threshold"),
                 blend_start: number("blend_start"),
                 reweight: reweight.map(|(w, f)| (w.clone(), f.as_f64().unwrap())).collect(),
-                steps: None,
-                guidance: None,
             };
             (case["name"].as_str().unwrap().to_owned(), case["source"].as_str().unwrap().to_owned(), settings)
         })

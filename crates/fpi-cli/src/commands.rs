@@ -193,8 +193,6 @@ fn edit(args: EditArgs) -> Result<(), Failure> {
         blend_threshold: args.blend_threshold,
         blend_start: args.blend_start,
         reweight: args.reweight.clone(),
-        steps: args.steps,
-        guidance: args.guidance,
     };
     let mut bars = Bars::new(args.common.quiet);
     let (pipeline, seed, source) = match (&args.seed, &args.image) {

@@ -147,6 +147,15 @@ impl Inversion {
     }
 }
 
+/// What the page asks [`Model::edit`] for: the edit, and the steps and guidance when not the seed's.
+#[derive(serde::Deserialize)]
+struct EditRequest {
+    #[serde(flatten)]
+    edit: EditSettings,
+    steps: Option<usize>,
+    guidance: Option<f64>,
+}
+
 /// The result of [`Model::edit`].
 #[wasm_bindgen]
 pub struct Edit {
@@ -247,15 +256,15 @@ impl Model {
             return Err(JsError::new("seed file: no fpi metadata (prompt, steps, guidance)"));
         };
         let json = js_sys::JSON::stringify(&settings).map_err(|e| JsError::new(&describe(e)))?;
-        let edit: EditSettings =
+        let request: EditRequest =
             serde_json::from_str(&String::from(json)).map_err(|e| JsError::new(&format!("edit settings: {e}")))?;
-        let source = &info.settings;
-        let (steps, guidance) = (edit.steps.unwrap_or(source.steps), edit.guidance.unwrap_or(source.guidance));
+        let (edit, source) = (&request.edit, &info.settings);
+        let (steps, guidance) = (request.steps.unwrap_or(source.steps), request.guidance.unwrap_or(source.guidance));
         let pipeline = &self.pipeline;
         let latents = pipeline.seed_tensor(&seed).map_err(error)?;
         let mut observer = observer(on_progress);
         let edited =
-            pipeline.edit(latents, &source.prompt, &edit, steps, guidance, &mut observer).await.map_err(error)?;
+            pipeline.edit(latents, &source.prompt, edit, steps, guidance, &mut observer).await.map_err(error)?;
         Ok(Edit {
             edit: image_io::encode_png(&pipeline.decode(edited.target).await.map_err(error)?),
             source: image_io::encode_png(&pipeline.decode(edited.source).await.map_err(error)?),

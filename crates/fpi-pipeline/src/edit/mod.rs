@@ -45,10 +45,6 @@ pub struct EditSettings {
     pub blend_start: f64,
     /// Words of the target prompt and the factor by which their cross-attention is scaled.
     pub reweight: Vec<(String, f64)>,
-    /// DDIM steps; `None`: the seed's.
-    pub steps: Option<usize>,
-    /// Guidance scale; `None`: the seed's.
-    pub guidance: Option<f64>,
 }
 
 impl Default for EditSettings {
@@ -62,8 +58,6 @@ impl Default for EditSettings {
             blend_threshold: 0.3,
             blend_start: 0.2,
             reweight: Vec::new(),
-            steps: None,
-            guidance: None,
         }
     }
 }
