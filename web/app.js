@@ -3,9 +3,13 @@
 //
 // What can change lives in one object, `state`, changed only by setState, which then calls render. render mirrors
 // the state on <body> for tests and styling: data-webgpu (checking | ok | missing), data-model (none | loading |
-// loaded | failed), data-run (idle | running | done | cancelled | failed) and data-phase (adjust | invert | sample:
-// the phase the run reported last); #model-info carries data-name, data-cached and data-downloaded once a model
-// is loaded. It also enables the controls and shows the boxes that fit the state.
+// loaded | failed), data-run (idle | running | done | cancelled | failed), data-phase (adjust | invert | sample:
+// the phase the run reported last) and data-edit (idle | running | done | cancelled | failed: the last edit of the
+// inversion shown); #model-info carries data-name, data-cached and data-downloaded once a model is loaded. It also
+// enables the controls and shows the boxes that fit the state.
+//
+// After an inversion the Edit panel edits its seed with Prompt-to-Prompt, as often as wanted: the page keeps the
+// seed (state.source) and sends it with every edit request. Inversions and edits take turns: one runs at a time.
 
 import { CACHE_NAME, folderFiles, looseFiles, modelBase, walkEntry } from './model-files.js';
 
@@ -26,6 +30,11 @@ const state = {
   phaseStart: 0, // when that phase began (performance.now())
   job: null, // the running inversion: { stem, iterations, start }
   cancelRequested: false, // the soft cancel was sent; the Cancel button now stops at once
+  source: null, // the inversion shown, which edits start from: { seed (ArrayBuffer), stem, prompt, steps, guidance }
+  edit: 'idle', // idle | running | done | cancelled | failed: the last edit of that inversion
+  editJob: null, // the running edit: { prompt, start }
+  edited: null, // the edit shown: { prompt, mode, seconds }
+  editError: '', // why the last edit failed, in one line
   dragDepth: 0, // how deep inside the page files are being dragged (0: not dragging)
 };
 
@@ -38,8 +47,11 @@ function setState(patch) {
 /** The state that ends a run (outcome: done | cancelled | failed), with `patch`. */
 const endRun = (outcome, patch = {}) => setState({ run: outcome, job: null, cancelRequested: false, ...patch });
 
-/** A model is loading or an inversion is running: nothing else may start. */
-const busy = () => state.model === 'loading' || state.run === 'running';
+/** The state that ends an edit (outcome: done | cancelled | failed), with `patch`. */
+const endEdit = (outcome, patch = {}) => setState({ edit: outcome, editJob: null, cancelRequested: false, ...patch });
+
+/** A model is loading, or an inversion or an edit is running: nothing else may start. */
+const busy = () => state.model === 'loading' || state.run === 'running' || state.edit === 'running';
 
 /** The loaded model in one line. */
 function describeModel({ name, adapter, software, files, cached, downloaded }) {
@@ -54,6 +66,7 @@ function render() {
   dataset.webgpu = state.webgpu;
   dataset.model = state.model;
   dataset.run = state.run;
+  dataset.edit = state.edit;
   if (state.phase) dataset.phase = state.phase;
   else delete dataset.phase;
 
@@ -78,8 +91,19 @@ function render() {
 
   $('invert').disabled = state.model !== 'loaded' || !state.photo || busy();
   $('cancel').disabled = state.run !== 'running';
-  $('cancel').textContent = state.cancelRequested ? 'Stop now' : 'Cancel';
+  $('cancel').textContent = state.cancelRequested && state.run === 'running' ? 'Stop now' : 'Cancel';
   $('run-box').hidden = !['running', 'done'].includes(state.run);
+
+  $('edit-section').hidden = !state.source;
+  $('edit').disabled = state.model !== 'loaded' || !state.source || busy();
+  $('edit-cancel').disabled = state.edit !== 'running';
+  $('edit-cancel').textContent = state.cancelRequested && state.edit === 'running' ? 'Stop now' : 'Cancel';
+  $('edit-box').hidden = !['running', 'done'].includes(state.edit);
+  $('edit-error').textContent = state.editError;
+  $('edit-error').hidden = !state.editError;
+  $('edit-figure').hidden = !state.edited;
+  $('download-edit').hidden = !state.edited;
+  $('edit-caption').textContent = state.edited ? `edited: “${state.edited.prompt}” (${state.edited.mode})` : '';
   $('drop-overlay').hidden = state.dragDepth === 0;
 }
 
@@ -193,6 +217,7 @@ const handlers = {
   },
 
   progress(p) {
+    if (p.op === 'edit') return editProgress(p);
     const { job } = state;
     if (!job) return;
     const now = performance.now();
@@ -236,15 +261,34 @@ const handlers = {
     $('prompt-warning').textContent = dropped;
     $('prompt-warning').hidden = !dropped;
     $('result').hidden = false;
-    endRun('done');
+    // The panel edits this inversion from now on: its target prompt, steps and guidance start as the inversion's.
+    $('edit-prompt').value = job.prompt;
+    $('edit-steps').value = String(job.steps);
+    $('edit-guidance').value = String(job.guidance);
+    const { prompt, steps, guidance } = job;
+    endRun('done', { source: { seed: r.seed, stem: job.stem, prompt, steps, guidance }, edit: 'idle', edited: null, editError: '' });
     $('result').scrollIntoView({ behavior: 'smooth', block: 'start' });
     if (dropped) setStatus(dropped, 'warning');
     setStatus(`done: ${psnr}`, 'done');
   },
 
-  cancelled() {
-    endRun('cancelled');
-    setStatus('cancelled');
+  'edit-result'(r) {
+    const job = state.editJob;
+    if (!job) return;
+    $('edit-progress').value = 1;
+    $('edit-progress-text').textContent = `done in ${clock(r.seconds)} (${r.evaluations} UNet evaluations)`;
+    setBlob('edited', r.edit, 'image/png');
+    setBlob('download-edit', r.edit, 'image/png');
+    $('download-edit').download = `${state.source.stem}-edit.png`;
+    endEdit('done', { edited: { prompt: job.prompt, mode: job.mode, seconds: r.seconds } });
+    $('edit-figure').scrollIntoView({ behavior: 'smooth', block: 'nearest' });
+    setStatus(`edited: “${job.prompt}” in ${clock(r.seconds)}`, 'done');
+  },
+
+  cancelled({ op }) {
+    if (op === 'edit') endEdit('cancelled');
+    else endRun('cancelled');
+    setStatus(op === 'edit' ? 'edit cancelled' : 'cancelled');
   },
 
   error({ op, message }) {
@@ -254,6 +298,9 @@ const handlers = {
     } else if (op === 'invert') {
       endRun('failed');
       fail(`inversion failed: ${message}`);
+    } else if (op === 'edit') {
+      endEdit('failed', { editError: message });
+      fail(`edit failed: ${message}`);
     } else {
       fail(message);
     }
@@ -272,6 +319,7 @@ function startWorker() {
     event.preventDefault();
     if (state.model === 'loading') setState({ model: 'failed' });
     if (state.run === 'running') endRun('failed');
+    if (state.edit === 'running') endEdit('failed', { editError: 'the worker failed' });
     fail(`the worker failed: ${event.message || 'it could not start (see the browser console)'}`);
   };
   worker.onmessageerror = () => fail('a message from the worker could not be read');
@@ -467,7 +515,7 @@ $('settings').addEventListener('submit', async (event) => {
     run: 'running',
     phase: null,
     phaseStart: now,
-    job: { stem: photo.stem, iterations, start: now },
+    job: { stem: photo.stem, iterations, start: now, prompt: settings.prompt, steps: settings.steps, guidance: settings.guidance },
     cancelRequested: false,
   });
   setStatus(`inverting ${photo.file.name} at ${settings.size}×${settings.size}, ${settings.steps} steps…`);
@@ -479,21 +527,100 @@ $('settings').addEventListener('submit', async (event) => {
   }
 });
 
-$('cancel').addEventListener('click', () => {
-  if (state.run !== 'running') return;
+/**
+ * Cancels the running inversion or edit: the first click softly (the worker stops after the UNet evaluation in
+ * progress), the second at once (the worker ends, and a fresh one reloads the model; the seed stays on the page).
+ */
+function cancelRunning() {
+  const editing = state.edit === 'running';
+  if (!editing && state.run !== 'running') return;
   if (!state.cancelRequested) {
-    // Soft: the worker stops after the UNet evaluation in progress.
     worker.postMessage({ type: 'cancel' });
     setState({ cancelRequested: true });
     setStatus('cancelling after the current step… (Stop now ends it at once and reloads the model)');
     return;
   }
-  // Hard: end the worker (and the model with it), start a fresh one and reload the model.
   worker.terminate();
-  endRun('cancelled', { model: 'none', modelInfo: null });
+  const patch = { model: 'none', modelInfo: null };
+  if (editing) endEdit('cancelled', patch);
+  else endRun('cancelled', patch);
   setStatus('stopped; reloading the model…');
   startWorker();
+}
+
+$('cancel').addEventListener('click', cancelRunning);
+
+// ---------------------------------------------------------------------------------------------------------------
+// Editing the inversion's seed
+
+/** Space-separated words ('' → none). */
+const words = (text) => text.split(/\s+/).filter(Boolean);
+
+/** 'red=2 camera=0.5' → [['red', 2], ['camera', 0.5]]; throws an Error naming the entry that does not parse. */
+function parseReweight(text) {
+  return words(text).map((entry) => {
+    const match = entry.match(/^([^=]+)=(.+)$/);
+    const factor = Number(match?.[2]);
+    if (!match || !Number.isFinite(factor)) {
+      throw new Error(`reweight: '${entry}' is not WORD=FACTOR (e.g. red=2 camera=0.5)`);
+    }
+    return [match[1], factor];
+  });
+}
+
+/** The edit panel's settings as Model.edit takes them; throws an Error with a message for the status line. */
+function readEditSettings() {
+  const prompt = $('edit-prompt').value;
+  if (!prompt.trim()) throw new Error('enter the target prompt');
+  const settings = {
+    prompt,
+    cross_steps: numberField('edit-cross'),
+    self_steps: numberField('edit-self'),
+    blend: words($('edit-blend').value),
+    blend_threshold: numberField('edit-threshold'),
+    blend_start: numberField('edit-blend-start'),
+    reweight: parseReweight($('edit-reweight').value),
+    steps: numberField('edit-steps'),
+    guidance: numberField('edit-guidance'),
+  };
+  const mode = $('edit-mode').value; // '' is auto: replace when the prompts' words pair up, else refine
+  if (mode) settings.mode = mode;
+  return settings;
+}
+
+/** Shows an edit's progress: one UNet evaluation (at batch 4) per step. */
+function editProgress(p) {
+  const job = state.editJob;
+  if (!job) return;
+  const fraction = Math.min(Math.max((p.step + 1) / Math.max(p.steps, 1), 0), 1);
+  $('edit-progress').value = fraction;
+  const seconds = (performance.now() - job.start) / 1000;
+  const parts = ['editing', `step ${p.step + 1}/${p.steps}`, clock(seconds)];
+  if (fraction > 0.05 && fraction < 1) parts.push(`about ${clock((seconds / fraction) * (1 - fraction))} left`);
+  $('edit-progress-text').textContent = parts.join(' · ');
+}
+
+$('edit-form').addEventListener('submit', (event) => {
+  event.preventDefault();
+  const { source } = state;
+  if (state.model !== 'loaded' || !source || busy()) return;
+  let settings;
+  try {
+    settings = readEditSettings();
+  } catch (e) {
+    setState({ edit: 'failed', editError: e.message });
+    return fail(e.message);
+  }
+  $('edit-progress').value = 0;
+  $('edit-progress-text').textContent = 'starting…';
+  const mode = settings.mode ?? 'auto';
+  setState({ edit: 'running', editJob: { prompt: settings.prompt, mode, start: performance.now() }, editError: '', cancelRequested: false });
+  setStatus(`editing: “${source.prompt}” → “${settings.prompt}” (${mode}, ${settings.steps} steps)…`);
+  // A copy of the seed goes to the worker (not transferred): the page keeps it for the next edit.
+  worker.postMessage({ type: 'edit', seed: source.seed, settings });
 });
+
+$('edit-cancel').addEventListener('click', cancelRunning);
 
 // ---------------------------------------------------------------------------------------------------------------
 // Errors that escape everything above still reach the status line.

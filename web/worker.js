@@ -5,22 +5,28 @@
 //     { type: 'load-files', files: Map<path, File>, name }   load a picked or dropped model folder
 //     { type: 'load-url', base }                            fetch a model (via Cache Storage), then load it
 //     { type: 'invert', image: ArrayBuffer, settings }      invert a photo (settings as in Model.invert)
-//     { type: 'cancel' }                                    stop the running inversion after its current step
+//     { type: 'edit', seed: ArrayBuffer, settings }         edit a seed with Prompt-to-Prompt (settings as in
+//       Model.edit: { prompt, mode?, cross_steps?, self_steps?, blend?, blend_threshold?, blend_start?, reweight?,
+//       steps?, guidance? }). The page keeps the seed of the inversion it shows (the 'result' message's `seed`) and
+//       sends a copy with every edit, so the worker keeps nothing between requests and edits survive a restart.
+//     { type: 'cancel' }                                    stop the running inversion or edit after its current step
 //   worker → page
 //     { type: 'hello', gpu: { ok, reason, detail, adapter }, wasm: { ok, error } }   once, at start
 //     { type: 'load-status', text, done, total }            download and load progress
 //     { type: 'loaded', name, adapter, software, sizeStep, source: { files, cached, downloaded, bytes } }
 //       (adapter: the WebGPU adapter's name; software: true for a CPU or software adapter)
-//     { type: 'progress', phase, step, steps, iteration, residual, timestep }   (as the model reports them: step
-//       counts from 0, iteration from 1)
+//     { type: 'progress', op, phase, step, steps, iteration, residual, timestep }   (op: 'invert' | 'edit'; the rest
+//       as the model reports them: step counts from 0, iteration from 1; an edit reports phase 'sample', residual null)
 //     { type: 'result', seed, original, reconstruction (ArrayBuffers), psnr, vaePsnr, latentError,
 //       evaluations (all UNet evaluations of the run), droppedTokens (prompt tokens past CLIP's 77), seconds }
-//     { type: 'cancelled' }
+//     { type: 'edit-result', edit, source (ArrayBuffers: PNGs of the target prompt's branch and of the source
+//       prompt's, which is the seed's reconstruction), evaluations (UNet evaluations, at batch 4), seconds }
+//     { type: 'cancelled', op }                             op: 'invert' | 'edit'
 //     { type: 'error', op, message }                        op: the request that failed; message: one line
 //
 // Requests run one at a time in arrival order; 'cancel' jumps the queue. The cancel flag is read by the
-// on_progress callback, which the model calls after each UNet evaluation: returning false makes invert() reject
-// with 'cancelled'.
+// on_progress callback, which the model calls after each UNet evaluation: returning false makes invert() and
+// edit() reject with 'cancelled'.
 
 import { fetchModel, formatBytes } from './model-files.js';
 
@@ -87,24 +93,41 @@ async function load(files, name, source) {
   post({ type: 'loaded', name, adapter, software, sizeStep, source });
 }
 
+/**
+ * The on_progress callback for a run of `op` ('invert' | 'edit'): forwards each report to the page and answers
+ * whether to go on. `count.evaluations` counts the calls (one per UNet evaluation).
+ */
+function progressFor(op, count = { evaluations: 0 }) {
+  return (p) => {
+    count.evaluations += 1;
+    // Only the protocol's fields go to the page.
+    const { phase, step, steps, iteration, residual, timestep } = p;
+    post({ type: 'progress', op, phase, step, steps, iteration, residual, timestep });
+    return !cancel;
+  };
+}
+
+/** Runs `work` (a model call taking on_progress); a cancellation is reported to the page and gives null. */
+async function cancellable(op, work) {
+  try {
+    return await work();
+  } catch (e) {
+    if (cancel && /cancelled/.test(oneLine(e))) {
+      post({ type: 'cancelled', op });
+      return null;
+    }
+    throw e;
+  }
+}
+
 /** Inverts one photo and sends the result back. */
 async function invert(image, settings) {
   if (!model) throw new Error('no model is loaded');
   cancel = false;
   const start = performance.now();
-  const onProgress = (p) => {
-    // Only the protocol's fields go to the page.
-    const { phase, step, steps, iteration, residual, timestep } = p;
-    post({ type: 'progress', phase, step, steps, iteration, residual, timestep });
-    return !cancel;
-  };
-  let inv;
-  try {
-    inv = await model.invert(new Uint8Array(image), settings, onProgress);
-  } catch (e) {
-    if (cancel && /cancelled/.test(oneLine(e))) return post({ type: 'cancelled' });
-    throw e;
-  }
+  const onProgress = progressFor('invert');
+  const inv = await cancellable('invert', () => model.invert(new Uint8Array(image), settings, onProgress));
+  if (!inv) return;
   try {
     // wasm-bindgen's getters for Vec<u8> return copies (Uint8Arrays of their own, not views of wasm memory), so
     // their buffers can be transferred as they are.
@@ -127,6 +150,25 @@ async function invert(image, settings) {
   }
 }
 
+/** Edits a seed (the bytes of a seed file) with Prompt-to-Prompt and sends both branches back as PNGs. */
+async function edit(seed, settings) {
+  if (!model) throw new Error('no model is loaded');
+  cancel = false;
+  const start = performance.now();
+  const count = { evaluations: 0 };
+  const onProgress = progressFor('edit', count);
+  const result = await cancellable('edit', () => model.edit(new Uint8Array(seed), settings, onProgress));
+  if (!result) return;
+  try {
+    // Copies, as in invert(): their buffers can be transferred.
+    const [edited, source] = [result.edit, result.source].map((a) => a.buffer);
+    const seconds = (performance.now() - start) / 1000;
+    post({ type: 'edit-result', edit: edited, source, evaluations: count.evaluations, seconds }, [edited, source]);
+  } finally {
+    result.free?.();
+  }
+}
+
 async function handle(message) {
   await started;
   switch (message.type) {
@@ -141,6 +183,8 @@ async function handle(message) {
     }
     case 'invert':
       return invert(message.image, message.settings);
+    case 'edit':
+      return edit(message.seed, message.settings);
     default:
       throw new Error(`unknown request ${message.type}`);
   }
