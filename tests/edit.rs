@@ -122,6 +122,14 @@ fn bad_edits_are_named_before_the_unet_runs() {
         ),
         (EditSettings { prompt: long, ..EditSettings::default() }, "the target prompt has 80 tokens"),
         (
+            EditSettings {
+                prompt: "a man with a guitar".into(),
+                cross_word_steps: vec![("camera".into(), 0.5)],
+                ..EditSettings::default()
+            },
+            "cross steps word \"camera\" is not in the target prompt (its words: a man with a guitar)",
+        ),
+        (
             EditSettings { prompt: source.into(), cross_steps: 1.5, ..EditSettings::default() },
             "cross steps must be between 0 and 1, got 1.5",
         ),
@@ -156,6 +164,12 @@ fn reference_cases() -> (serde_json::Value, Vec<(String, String, EditSettings)>)
                 prompt: case["target"].as_str().unwrap().into(),
                 mode: Some(if case["mode"] == "refine" { EditMode::Refine } else { EditMode::Replace }),
                 cross_steps: number("cross_steps"),
+                cross_word_steps: case["cross_word_steps"]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .map(|(w, f)| (w.clone(), f.as_f64().unwrap()))
+                    .collect(),
                 self_steps: number("self_steps"),
                 blend,
                 blend_threshold: number("blend_threshold"),

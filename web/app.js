@@ -556,15 +556,15 @@ $('cancel').addEventListener('click', cancelRunning);
 /** Space-separated words ('' → none). */
 const words = (text) => text.split(/\s+/).filter(Boolean);
 
-/** 'red=2 camera=0.5' → [['red', 2], ['camera', 0.5]]; throws an Error naming the entry that does not parse. */
-function parseReweight(text) {
+/** 'red=2 camera=0.5' → [['red', 2], ['camera', 0.5]]; throws an Error naming `field` and the entry that does not parse. */
+function parseWordNumbers(text, field, example) {
   return words(text).map((entry) => {
     const match = entry.match(/^([^=]+)=(.+)$/);
-    const factor = Number(match?.[2]);
-    if (!match || !Number.isFinite(factor)) {
-      throw new Error(`reweight: '${entry}' is not WORD=FACTOR (e.g. red=2 camera=0.5)`);
+    const number = Number(match?.[2]);
+    if (!match || !Number.isFinite(number)) {
+      throw new Error(`${field}: '${entry}' is not WORD=NUMBER (e.g. ${example})`);
     }
-    return [match[1], factor];
+    return [match[1], number];
   });
 }
 
@@ -579,7 +579,8 @@ function readEditSettings() {
     blend: words($('edit-blend').value),
     blend_threshold: numberField('edit-threshold'),
     blend_start: numberField('edit-blend-start'),
-    reweight: parseReweight($('edit-reweight').value),
+    reweight: parseWordNumbers($('edit-reweight').value, 'reweight', 'red=2 camera=0.5'),
+    cross_word_steps: parseWordNumbers($('edit-word-windows').value, 'word windows', 'guitar=0.3'),
     steps: numberField('edit-steps'),
     guidance: numberField('edit-guidance'),
   };

@@ -109,7 +109,9 @@ Equalizer (get_equalizer): E = ones(77); for each (word, factor): E[token positi
 
 Cases (tests/fixtures/p2p-cases.json): "common" settings, then "cases", each with name, source, target, mode
 (replace | refine), optional reweight {word: factor}, optional blend {"source": [words], "target": [words]}; a
-case's cross_steps / self_steps / blend_threshold / blend_start override common's. "note" is a comment.
+case's cross_steps / self_steps / blend_threshold / blend_start override common's. "note" is a comment. Optional
+cross_word_steps {word: f} gives per-word cross windows: the alpha table is built from
+{"default_": cross_steps, **cross_word_steps} (notebooks' dict form of cross_replace_steps, e.g. {"guitar": 0.2}).
 size is in pixels (latent side = size / 2 for the tiny model's VAE); x_T = torch.randn([1, 4, 16, 16]) from
 torch.Generator().manual_seed(seed), stored as x_t, so Rust needs no torch RNG.
 
@@ -125,7 +127,7 @@ Outputs (tests/fixtures/reference/p2p.safetensors, f32 unless noted)
   own attention, no controller); per case: {case}.latents [2,4,16,16] ([source, target] before VAE decode),
   {case}.source_tokens / {case}.target_tokens (i64 [77]), {case}.mapper ([77,77] f32 for replace, i64 [77] for
   refine), {case}.alphas [77] (refine), {case}.equalizer [77] (reweight), {case}.mask [16,16] (blend: the mask
-  applied after the last step).
+  applied after the last step), {case}.alpha [steps+1,77] (cross_word_steps: the cross alpha table).
 """
 
 import argparse
@@ -183,6 +185,15 @@ DEFAULT_CASES = {
         },
         # "harmonica" is 2 tokens (harmon, ica): the replacement mapper spreads camera's column over both (1/2 each)
         {"name": "multi", "source": "a man with a camera", "target": "a man with a harmonica", "mode": "replace"},
+        # per-word window: guitar's column is edited at steps [0, int(0.1 * 11)) = step 0 only, the others at 0..7
+        # (0.3 would move the edit delta by only 1.8e-2 relative vs "replace"; 0.1 moves it 6.5e-2)
+        {
+            "name": "word_window",
+            "source": "a man with a camera",
+            "target": "a man with a guitar",
+            "mode": "replace",
+            "cross_word_steps": {"guitar": 0.1},
+        },
     ],
 }
 
@@ -552,9 +563,15 @@ def main():
             if "blend" in case:
                 blend = [sorted({p for w in case["blend"][k] for p in word_token_positions(tok, prompt, w)})
                          for k, prompt in (("source", src), ("target", tgt))]
+            cross_steps = case.get("cross_steps", common["cross_steps"])
+            if "cross_word_steps" in case:
+                cross_steps = {"default_": cross_steps, **case["cross_word_steps"]}
+            cross_alpha = cross_alpha_table(tok, tgt, steps, cross_steps)
+            if "cross_word_steps" in case:
+                refs[f"{name}.alpha"] = cross_alpha
             ctl = P2PController(
                 steps=steps, layers_per_call=n_layers, mode=mode, mapper=mapper, alphas=alphas, equalizer=eq,
-                cross_alpha=cross_alpha_table(tok, tgt, steps, case.get("cross_steps", common["cross_steps"])),
+                cross_alpha=cross_alpha,
                 self_steps=case.get("self_steps", common["self_steps"]), blend_positions=blend,
                 blend_threshold=case.get("blend_threshold", common["blend_threshold"]),
                 blend_start=case.get("blend_start", common["blend_start"]))
@@ -573,6 +590,9 @@ def main():
                       f"alphas {alphas[:len(ids_t) + 1].tolist()}")
             if eq is not None:
                 print(f"  equalizer != 1 at {torch.nonzero(eq != 1).flatten().tolist()}")
+            if "cross_word_steps" in case:
+                rows = {c: cross_alpha[:, c].nonzero().flatten().tolist() for c in (1, len(ids_t) - 2)}
+                print(f"  cross_word_steps {case['cross_word_steps']}: alpha rows set, by column: {rows}")
             print(f"  source branch vs plain: rel {rel(out[:1], plain):.3e}  (vs plain explicit: "
                   f"{rel(out[:1], plain_explicit):.3e})")
             print(f"  target branch vs plain: rel {rel(out[1:], plain):.3e}")
@@ -583,6 +603,13 @@ def main():
                 print("  " + "\n  ".join("".join("#" if v else "." for v in row) for row in mask.tolist()))
                 outside = (1 - mask) * (out[1] - out[0])
                 print(f"  max |x_tgt - x_src| outside the mask: {float(outside.abs().max()):.3e}")
+        # each per-word-window case against the case that differs from it only by the per-word windows
+        strip = lambda c: {k: v for k, v in c.items() if k not in ("name", "note", "cross_word_steps")}
+        for case in [c for c in spec["cases"] if "cross_word_steps" in c]:
+            for twin in [c for c in spec["cases"] if "cross_word_steps" not in c and strip(c) == strip(case)][:1]:
+                a, b = refs[f"{case['name']}.latents"], refs[f"{twin['name']}.latents"]
+                print(f"\n[{case['name']}] vs [{twin['name']}]: edit delta rel {rel(a[1] - a[0], b[1] - b[0]):.3e}, "
+                      f"target branch rel {rel(a[1:], b[1:]):.3e}, source branch rel {rel(a[:1], b[:1]):.3e}")
 
     refs = {k: v.contiguous() for k, v in refs.items()}
     save_file(refs, OUT)

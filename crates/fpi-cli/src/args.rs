@@ -152,6 +152,9 @@ pub struct EditArgs {
     /// The fraction of steps, from the first, in which the target's cross-attention is the source's.
     #[arg(long, default_value_t = EditSettings::default().cross_steps)]
     pub cross_steps: f64,
+    /// Another fraction for a target word's cross-attention: WORD=FRACTION (e.g. guitar=0.3), repeatable.
+    #[arg(long, num_args = 1.., value_parser = parse_word_number)]
+    pub word_steps: Vec<(String, f64)>,
     /// The fraction of steps, from the first, in which self-attention (maps of ≤ 16×16 queries) is the source's.
     #[arg(long, default_value_t = EditSettings::default().self_steps)]
     pub self_steps: f64,
@@ -165,7 +168,7 @@ pub struct EditArgs {
     #[arg(long, default_value_t = EditSettings::default().blend_start)]
     pub blend_start: f64,
     /// Scale a target word's cross-attention: WORD=FACTOR (e.g. red=2), repeatable.
-    #[arg(long, num_args = 1.., value_parser = parse_reweight)]
+    #[arg(long, num_args = 1.., value_parser = parse_word_number)]
     pub reweight: Vec<(String, f64)>,
     /// DDIM steps (default: the seed's; with --image 50).
     #[arg(long)]
@@ -183,11 +186,11 @@ pub struct EditArgs {
     pub source_output: Option<PathBuf>,
 }
 
-/// `WORD=FACTOR`.
-fn parse_reweight(text: &str) -> Result<(String, f64), String> {
-    let (word, factor) = text.split_once('=').ok_or_else(|| format!("{text:?} is not WORD=FACTOR"))?;
-    let factor: f64 = factor.parse().map_err(|_| format!("{factor:?} in {text:?} is not a number"))?;
-    Ok((word.to_owned(), factor))
+/// `WORD=NUMBER`.
+fn parse_word_number(text: &str) -> Result<(String, f64), String> {
+    let (word, number) = text.split_once('=').ok_or_else(|| format!("{text:?} is not WORD=NUMBER"))?;
+    let number: f64 = number.parse().map_err(|_| format!("{number:?} in {text:?} is not a number"))?;
+    Ok((word.to_owned(), number))
 }
 
 /// The files that sampling writes.

@@ -188,6 +188,7 @@ fn edit(args: EditArgs) -> Result<(), Failure> {
         prompt: args.prompt.clone(),
         mode: args.mode.as_deref().map(|m| if m == "refine" { EditMode::Refine } else { EditMode::Replace }),
         cross_steps: args.cross_steps,
+        cross_word_steps: args.word_steps.clone(),
         self_steps: args.self_steps,
         blend: args.blend.clone(),
         blend_threshold: args.blend_threshold,
@@ -327,9 +328,9 @@ fn bench(args: BenchArgs) -> Result<(), Failure> {
     // One Prompt-to-Prompt step: the UNet on both branches (batch 4) with the attention hook.
     let edit = EditSettings { prompt: "a painting".into(), ..EditSettings::default() };
     time("edit step (batch 4)", || {
-        let edited = pollster::block_on(pipeline.edit(latents(1), &settings.prompt, &edit, 1, 2.0, &mut |_, _| {
-            std::ops::ControlFlow::Continue(())
-        }))?;
+        let edited = pollster::block_on(
+            pipeline.edit(latents(1), &settings.prompt, &edit, 1, 2.0, &mut |_, _| std::ops::ControlFlow::Continue(())),
+        )?;
         Ok(edited.target)
     })?;
     let mut bars = Bars::new(args.common.quiet);

@@ -256,7 +256,8 @@ impl Pipeline {
 
     /// CLIP's states `[n, 77, C]` for `n` prompts.
     pub fn condition_all(&self, prompts: &[&str]) -> Result<Tensor<3>, PipelineError> {
-        let ids = prompts.iter().map(|p| Ok(self.tokenizer.encode(p)?.ids)).collect::<Result<Vec<_>, PipelineError>>()?;
+        let ids =
+            prompts.iter().map(|p| Ok(self.tokenizer.encode(p)?.ids)).collect::<Result<Vec<_>, PipelineError>>()?;
         Ok(self.clip.forward(&ids, &self.device)?)
     }
 

@@ -7,7 +7,7 @@ use std::ops::Range;
 
 use burn::tensor::module::{interpolate, max_pool2d};
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions, MaxPoolOptions};
-use burn::tensor::{Int, Tensor};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 use fpi_models::hook::{AttentionHook, AttentionPlace, UNetPart};
 
 /// Self-attention maps are copied from the source only in layers with at most this many queries (16×16).
@@ -41,13 +41,23 @@ pub struct Blend {
     pub start: usize,
 }
 
+/// How a step mixes the edited cross-attention with the target's own.
+enum Mix {
+    /// Every position the edit's.
+    Edited,
+    /// Every position the target's own.
+    Own,
+    /// Per position `[77]`: 1 the edit's, 0 its own.
+    Some(Tensor<1>),
+}
+
 /// The controller of one edit: what to replace, when, and the cross-attention maps the blend reads.
 pub struct PromptToPrompt {
     cross: CrossEdit,
     /// Multiplies the target's cross-attention columns after the edit (reweighting), `[77]`.
     equalizer: Option<Tensor<1>>,
-    /// Cross-attention is edited in steps before this.
-    cross_until: usize,
+    /// Per step, how much of each target position's cross-attention is the edit's (the rest its own).
+    cross_alphas: Vec<Mix>,
     /// Self-attention is copied from the source in these steps.
     self_steps: Range<usize>,
     blend: Option<Blend>,
@@ -60,19 +70,31 @@ pub struct PromptToPrompt {
 }
 
 impl PromptToPrompt {
-    /// A controller for `steps` sampling steps: cross-attention edited in steps `[0, cross_until)`, self-attention
+    /// A controller: cross-attention of target position `p` edited in steps `[0, cross_until[p])`, self-attention
     /// copied in `self_steps`.
     pub fn new(
         cross: CrossEdit,
         equalizer: Option<Tensor<1>>,
-        cross_until: usize,
+        cross_until: Vec<usize>,
         self_steps: Range<usize>,
         blend: Option<Blend>,
+        device: &Device,
     ) -> Self {
+        let last = cross_until.iter().copied().max().unwrap_or(0);
+        let cross_alphas = (0..last)
+            .map(|step| {
+                let alphas: Vec<f32> = cross_until.iter().map(|&until| if step < until { 1.0 } else { 0.0 }).collect();
+                match (alphas.iter().all(|&a| a == 1.0), alphas.iter().all(|&a| a == 0.0)) {
+                    (true, _) => Mix::Edited,
+                    (_, true) => Mix::Own,
+                    _ => Mix::Some(Tensor::from_data(TensorData::new(alphas, [cross_until.len()]), device)),
+                }
+            })
+            .collect();
         Self {
             cross,
             equalizer,
-            cross_until,
+            cross_alphas,
             self_steps,
             blend,
             step: Cell::new(0),
@@ -154,7 +176,6 @@ impl PromptToPrompt {
         let inside = (upsampled / peak).greater_elem(blend.threshold).float();
         (inside.clone().narrow(0, 0, 1) + inside.narrow(0, 1, 1)).clamp_max(1.0)
     }
-
 }
 
 /// Whether the local blend can read the cross-attention of a down or up level whose query map is `side`×`side`.
@@ -173,10 +194,16 @@ impl AttentionHook for PromptToPrompt {
         let target = probabilities.narrow(0, 3, 1);
         let target = if !place.cross {
             source.clone()
-        } else if self.step.get() < self.cross_until {
-            self.cross_edit(source.clone(), target)
         } else {
-            target
+            match self.cross_alphas.get(self.step.get()).unwrap_or(&Mix::Own) {
+                Mix::Edited => self.cross_edit(source.clone(), target),
+                Mix::Own => target,
+                Mix::Some(alphas) => {
+                    let alphas = alphas.clone().reshape([1, 1, 1, -1]);
+                    let edited = self.cross_edit(source.clone(), target.clone());
+                    edited * alphas.clone() + target * (alphas.ones_like() - alphas)
+                }
+            }
         };
         // Prompt-to-Prompt keeps the maps as edited (its store holds a view that the edit then writes into).
         if self.stores(place) && rows.len() == place.queries() {

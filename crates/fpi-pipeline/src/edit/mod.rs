@@ -35,6 +35,8 @@ pub struct EditSettings {
     pub mode: Option<EditMode>,
     /// The fraction of steps, from the first, in which cross-attention is edited.
     pub cross_steps: f64,
+    /// Words of the target prompt whose cross-attention is edited for another fraction of steps than `cross_steps`.
+    pub cross_word_steps: Vec<(String, f64)>,
     /// The fraction of steps, from the first, in which self-attention (layers of ≤ 16×16 queries) is the source's.
     pub self_steps: f64,
     /// Words (of either prompt) whose attention makes the local blend's mask; none: no local blend.
@@ -53,6 +55,7 @@ impl Default for EditSettings {
             prompt: String::new(),
             mode: None,
             cross_steps: 0.8,
+            cross_word_steps: Vec::new(),
             self_steps: 0.4,
             blend: Vec::new(),
             blend_threshold: 0.3,
@@ -75,9 +78,11 @@ pub enum EditError {
         /// The target prompt's words.
         target_words: String,
     },
-    /// A reweight word not in the target prompt.
-    #[error("reweight word {word:?} is not in the target prompt (its words: {words})")]
-    ReweightWord {
+    /// A reweight or cross-steps word not in the target prompt.
+    #[error("{what} word {word:?} is not in the target prompt (its words: {words})")]
+    TargetWord {
+        /// `reweight` or `cross steps`.
+        what: &'static str,
         /// The word.
         word: String,
         /// The target prompt's words.
@@ -143,7 +148,8 @@ struct Controlled<'a> {
 impl NoisePredictor for Controlled<'_> {
     fn predict(&self, latents: Tensor<4>, timestep: usize) -> Tensor<4> {
         let batch = latents.dims()[0];
-        let timesteps = Tensor::<1>::from_data(TensorData::new(vec![timestep as f32; batch], [batch]), &latents.device());
+        let timesteps =
+            Tensor::<1>::from_data(TensorData::new(vec![timestep as f32; batch], [batch]), &latents.device());
         let eps = self.pipeline.unet().forward_hooked(latents, timesteps, &self.context, Some(self.control));
         self.control.finish_step();
         eps
@@ -152,6 +158,23 @@ impl NoisePredictor for Controlled<'_> {
 
 fn fraction(name: &'static str, value: f64) -> Result<(), EditError> {
     if (0.0..=1.0).contains(&value) { Ok(()) } else { Err(EditError::Fraction { name, value }) }
+}
+
+/// For each target position, the step before which its cross-attention is edited: Prompt-to-Prompt scales a
+/// fraction by `steps + 1` (its alpha table has a row more than there are steps); named words override the default.
+fn cross_windows(target: &Words, edit: &EditSettings, steps: usize) -> Result<Vec<usize>, PipelineError> {
+    let until = |f: f64| (f * (steps + 1) as f64) as usize;
+    let mut windows = vec![until(edit.cross_steps); POSITIONS];
+    for (word, f) in &edit.cross_word_steps {
+        fraction("cross steps", *f)?;
+        let positions = target.positions_of(word);
+        if positions.is_empty() {
+            let (word, words) = (word.clone(), listed(target));
+            return Err(EditError::TargetWord { what: "cross steps", word, words }.into());
+        }
+        positions.into_iter().for_each(|p| windows[p] = until(*f));
+    }
+    Ok(windows)
 }
 
 fn listed(words: &Words) -> String {
@@ -235,10 +258,9 @@ impl Pipeline {
         };
         let equalizer = self.equalizer(&target, &edit.reweight)?;
         let blend = self.blend(&source, &target, edit, steps, side)?;
-        // Prompt-to-Prompt's windows: cross-attention over `(steps + 1)`-long alphas, self-attention over steps.
-        let cross_until = (edit.cross_steps * (steps + 1) as f64) as usize;
+        let cross_until = cross_windows(&target, edit, steps)?;
         let self_until = (edit.self_steps * steps as f64) as usize;
-        Ok(PromptToPrompt::new(cross, equalizer, cross_until, 0..self_until, blend))
+        Ok(PromptToPrompt::new(cross, equalizer, cross_until, 0..self_until, blend, self.device()))
     }
 
     /// The reweighting factors per target position, `None` when there are none.
@@ -253,7 +275,9 @@ impl Pipeline {
             }
             let positions = target.positions_of(word);
             if positions.is_empty() {
-                return Err(EditError::ReweightWord { word: word.clone(), words: listed(target) }.into());
+                return Err(
+                    EditError::TargetWord { what: "reweight", word: word.clone(), words: listed(target) }.into()
+                );
             }
             for p in positions {
                 weights[p] = *factor as f32;
