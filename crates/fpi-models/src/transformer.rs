@@ -6,7 +6,7 @@ use burn::nn::{GroupNorm, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::activation::gelu;
 use burn::tensor::{Device, Tensor};
 
-use crate::attention::Attention;
+use crate::attention::{Attention, SCORE_BLOCK_BYTES};
 use crate::hook::HookAt;
 use crate::resnet::{conv, group_norm};
 
@@ -25,7 +25,21 @@ impl FeedForward {
         Self { geglu: LinearConfig::new(dim, 2 * inner).init(device), out: LinearConfig::new(inner, dim).init(device) }
     }
 
+    /// In blocks of tokens so that the GEGLU's widest tensor stays within [`SCORE_BLOCK_BYTES`] (at 512² and a batch
+    /// of 4, as an edit runs, it would be 160 MiB whole); tokens are independent, so the blocks give the same result.
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let [batch, tokens, _] = x.dims();
+        let width = self.geglu.weight.dims()[1];
+        let rows = (SCORE_BLOCK_BYTES / (batch * width * size_of::<f32>()).max(1)).max(1);
+        if rows >= tokens {
+            return self.block(x);
+        }
+        let blocks =
+            (0..tokens).step_by(rows).map(|start| self.block(x.clone().narrow(1, start, rows.min(tokens - start))));
+        Tensor::cat(blocks.collect(), 1)
+    }
+
+    fn block(&self, x: Tensor<3>) -> Tensor<3> {
         let [value, gate] = self.geglu.forward(x).chunk(2, 2).try_into().expect("two halves");
         self.out.forward(value * gelu(gate))
     }
