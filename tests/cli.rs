@@ -339,4 +339,16 @@ fn edit_a_photo_and_its_seed() {
     assert!(!out.status.success() && stderr.lines().count() == 1, "{stderr}");
     assert!(stderr.contains("blend word \"dog\" is in neither prompt"), "{stderr}");
     assert!(!file("none.png").exists());
+
+    // From a photo, a bad edit is found before the inversion: no seed is written either.
+    let out = fpi(&[
+        &edit[..],
+        &["--image", path(&photo), "--source-prompt", "a man with a camera", "--blend", "dog"],
+        &["--seed-out", path(&file("unused.safetensors")), "--output", path(&file("none.png"))],
+        &common,
+    ]
+    .concat());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("blend word \"dog\""), "{stderr}");
+    assert!(!file("unused.safetensors").exists());
 }

@@ -127,7 +127,7 @@ fn bad_edits_are_named_before_the_unet_runs() {
                 cross_word_steps: vec![("camera".into(), 0.5)],
                 ..EditSettings::default()
             },
-            "cross steps word \"camera\" is not in the target prompt (its words: a man with a guitar)",
+            "window word \"camera\" is not in the target prompt (its words: a man with a guitar)",
         ),
         (
             EditSettings { prompt: source.into(), cross_steps: 1.5, ..EditSettings::default() },
@@ -138,6 +138,12 @@ fn bad_edits_are_named_before_the_unet_runs() {
         let err = pollster::block_on(pipeline.edit(seed_latents(), source, &edit, 4, 2.0, &mut quiet)).err().unwrap();
         assert!(err.to_string().contains(message), "{message}: {err}");
     }
+    // A wide seed whose cross-attention maps are over 32×32 queries has no maps for the blend to read.
+    let wide = Tensor::zeros([1, 4, 16, 80], &device());
+    let blend =
+        EditSettings { prompt: "a man with a guitar".into(), blend: vec!["guitar".into()], ..Default::default() };
+    let err = pollster::block_on(pipeline.edit(wide, source, &blend, 4, 2.0, &mut quiet)).err().unwrap();
+    assert!(err.to_string().contains("local blend needs cross-attention maps"), "{err}");
     let odd = Tensor::zeros([1, 4, 15, 15], &device());
     let err = pollster::block_on(pipeline.edit(odd, source, &EditSettings::default(), 4, 2.0, &mut quiet)).err();
     assert!(err.unwrap().to_string().contains("do not fit this model"));

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use fpi_core::settings::{InvertSettings, Method, SettingsError};
 use fpi_models::device::Backend;
-use fpi_pipeline::edit::EditSettings;
+use fpi_pipeline::edit::{EditMode, EditSettings};
 
 /// Fixed-point inversion for Stable Diffusion 1.5: find the noise seed from which DDIM sampling regenerates a
 /// photo, more exactly than DDIM inversion, on any GPU (wgpu) or the CPU.
@@ -147,9 +147,10 @@ pub struct EditArgs {
     pub source_prompt: Option<String>,
     /// replace (words swapped one for one) or refine (words added or removed) [default: replace when every word
     /// has as many tokens in both prompts, else refine].
-    #[arg(long, value_parser = ["replace", "refine"])]
-    pub mode: Option<String>,
-    /// The fraction of steps, from the first, in which the target's cross-attention is the source's.
+    #[arg(long, value_parser = parse_mode)]
+    pub mode: Option<EditMode>,
+    /// The fraction of steps, from the first, in which the target's cross-attention is edited (replaced, refined,
+    /// reweighted).
     #[arg(long, default_value_t = EditSettings::default().cross_steps)]
     pub cross_steps: f64,
     /// Another fraction for a target word's cross-attention: WORD=FRACTION (e.g. guitar=0.3), repeatable.
@@ -184,6 +185,11 @@ pub struct EditArgs {
     /// Also write the source branch, the seed's reconstruction (PNG).
     #[arg(long)]
     pub source_output: Option<PathBuf>,
+}
+
+/// `replace` or `refine`.
+fn parse_mode(text: &str) -> Result<EditMode, String> {
+    serde_json::from_value(serde_json::Value::from(text)).map_err(|_| format!("{text:?} is not replace or refine"))
 }
 
 /// `WORD=NUMBER`.

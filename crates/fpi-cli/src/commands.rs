@@ -9,7 +9,7 @@ use fpi_core::settings::{InvertSettings, Method, Setting, SettingsError, check_g
 use fpi_core::solver::to_host;
 use fpi_models::ModelFolder;
 use fpi_models::device::{Backend, adapters};
-use fpi_pipeline::edit::{EditMode, EditSettings};
+use fpi_pipeline::edit::EditSettings;
 use fpi_pipeline::image_io::{self, RgbImage};
 use fpi_pipeline::{Pipeline, PipelineError};
 use rand::SeedableRng;
@@ -186,7 +186,7 @@ fn edit(args: EditArgs) -> Result<(), Failure> {
     check_outputs(outputs.into_iter().flatten())?;
     let settings = EditSettings {
         prompt: args.prompt.clone(),
-        mode: args.mode.as_deref().map(|m| if m == "refine" { EditMode::Refine } else { EditMode::Replace }),
+        mode: args.mode,
         cross_steps: args.cross_steps,
         cross_word_steps: args.word_steps.clone(),
         self_steps: args.self_steps,
@@ -216,6 +216,8 @@ fn edit(args: EditArgs) -> Result<(), Failure> {
             let image = read_image(image)?;
             let pipeline = load(&args.common)?;
             pipeline.check(&inversion)?;
+            // The edit is checked before the inversion, which takes minutes.
+            pipeline.check_edit(&source, &settings, steps, pipeline.latent_shape(inversion.size))?;
             let model = model_name(&args.common.model);
             let inverted = pollster::block_on(
                 pipeline.invert_image(&image, &inversion, &model, &mut |ph, p| bars.observe(ph, p)),

@@ -195,9 +195,9 @@ impl UNet2DConditionModel {
         1 << self.down_blocks.iter().filter(|b| !b.downsamplers.is_empty()).count()
     }
 
-    /// The query map sides of the down levels that have cross-attention, for latents of side `latent_side` (the
-    /// up levels mirror them).
-    pub fn cross_attention_sides(&self, latent_side: usize) -> Vec<usize> {
+    /// The query maps `[height, width]` of the down levels that have cross-attention, for latents of `latent_side`
+    /// `[height, width]` (the up levels mirror them).
+    pub fn cross_attention_sides(&self, latent_side: [usize; 2]) -> Vec<[usize; 2]> {
         let mut side = latent_side;
         let mut sides = Vec::new();
         for block in &self.down_blocks {
@@ -205,7 +205,7 @@ impl UNet2DConditionModel {
                 sides.push(side);
             }
             if !block.downsamplers.is_empty() {
-                side /= 2;
+                side = side.map(|s| s / 2);
             }
         }
         sides

@@ -247,8 +247,8 @@ impl Model {
     }
 
     /// Edits a seed file (from [`Model::invert`]) with Prompt-to-Prompt: `settings` = `{prompt, mode?: "replace" |
-    /// "refine", cross_steps?, self_steps?, blend?: [words], blend_threshold?, blend_start?, reweight?: [[word,
-    /// factor]], steps?, guidance?}` (absent: Prompt-to-Prompt's defaults; steps and guidance: the seed's). The
+    /// "refine", cross_steps?, cross_word_steps?: [[word, fraction]], self_steps?, blend?: [words], blend_threshold?,
+    /// blend_start?, reweight?: [[word, factor]], steps?, guidance?}` (absent: Prompt-to-Prompt's defaults; steps and guidance: the seed's). The
     /// source prompt is the seed's. `on_progress` as in [`Model::invert`].
     pub async fn edit(&self, seed: Vec<u8>, settings: JsValue, on_progress: Option<Function>) -> Result<Edit, JsError> {
         let seed = Seed::from_bytes(&seed).map_err(|e| JsError::new(&format!("seed file: {e}")))?;
@@ -256,8 +256,12 @@ impl Model {
             return Err(JsError::new("seed file: no fpi metadata (prompt, steps, guidance)"));
         };
         let json = js_sys::JSON::stringify(&settings).map_err(|e| JsError::new(&describe(e)))?;
-        let request: EditRequest =
-            serde_json::from_str(&String::from(json)).map_err(|e| JsError::new(&format!("edit settings: {e}")))?;
+        let bad = |e: String| JsError::new(&format!("edit settings: {e}"));
+        let value: serde_json::Value = serde_json::from_str(&String::from(json)).map_err(|e| bad(e.to_string()))?;
+        if !value.get("prompt").is_some_and(serde_json::Value::is_string) {
+            return Err(bad("missing the target `prompt`".into()));
+        }
+        let request: EditRequest = serde_json::from_value(value).map_err(|e| bad(e.to_string()))?;
         let (edit, source) = (&request.edit, &info.settings);
         let (steps, guidance) = (request.steps.unwrap_or(source.steps), request.guidance.unwrap_or(source.guidance));
         let pipeline = &self.pipeline;

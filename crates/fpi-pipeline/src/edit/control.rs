@@ -14,7 +14,8 @@ use fpi_models::hook::{AttentionHook, AttentionPlace, UNetPart};
 const SELF_REPLACE_QUERIES: usize = 16 * 16;
 /// Cross-attention maps are kept for the local blend only in layers with at most this many queries (32×32).
 const STORED_QUERIES: usize = 32 * 32;
-/// The local blend reads the kept layers of the smallest query side that is at least this (16 at SD1.5's 512²).
+/// The local blend reads the kept layers of the smallest query map whose shorter side is at least this (16×16 at
+/// SD1.5's 512²).
 const BLEND_SIDE: usize = 16;
 
 /// How the target's cross-attention is made from the source's.
@@ -159,9 +160,9 @@ impl PromptToPrompt {
     /// The union of the source's and the target's masks, `[1, 1, h, w]` of 0 and 1.
     fn mask(&self, blend: &Blend, latent_side: [usize; 2]) -> Tensor<4> {
         let store = self.store.borrow();
-        let side = store.iter().map(|(s, _)| s[0]).filter(|&s| s >= BLEND_SIDE).min();
-        let layers: Vec<&Tensor<4>> = store.iter().filter(|(s, _)| Some(s[0]) == side).map(|(_, m)| m).collect();
-        let [s_h, s_w] = store.iter().find(|(s, _)| Some(s[0]) == side).map(|(s, _)| *s).expect("checked before");
+        let read = store.iter().map(|(s, _)| *s).filter(|&s| blend_reads(s)).min_by_key(|s| s[0] * s[1]);
+        let [s_h, s_w] = read.expect("the pipeline checks that the blend has maps to read");
+        let layers: Vec<&Tensor<4>> = store.iter().filter(|(s, _)| *s == [s_h, s_w]).map(|(_, m)| m).collect();
         let heads: usize = layers.iter().map(|m| m.dims()[1]).sum();
         let summed = layers
             .into_iter()
@@ -178,9 +179,10 @@ impl PromptToPrompt {
     }
 }
 
-/// Whether the local blend can read the cross-attention of a down or up level whose query map is `side`×`side`.
-pub fn blend_reads(side: usize) -> bool {
-    side >= BLEND_SIDE && side * side <= STORED_QUERIES
+/// Whether the local blend can read the cross-attention of a down or up level whose query map is `side`
+/// `[height, width]`: kept, and no side under 16.
+pub fn blend_reads(side: [usize; 2]) -> bool {
+    side[0].min(side[1]) >= BLEND_SIDE && side[0] * side[1] <= STORED_QUERIES
 }
 
 impl AttentionHook for PromptToPrompt {

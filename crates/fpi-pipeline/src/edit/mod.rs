@@ -81,7 +81,7 @@ pub enum EditError {
     /// A reweight or cross-steps word not in the target prompt.
     #[error("{what} word {word:?} is not in the target prompt (its words: {words})")]
     TargetWord {
-        /// `reweight` or `cross steps`.
+        /// `reweight` or `window` (a per-word cross-attention window).
         what: &'static str,
         /// The word.
         word: String,
@@ -124,8 +124,11 @@ pub enum EditError {
         /// Its value.
         value: f64,
     },
-    /// Local blend at an image size with no cross-attention maps from 16×16 to 32×32 queries.
-    #[error("local blend needs cross-attention maps of 16×16 to 32×32 queries, which this image size does not have")]
+    /// Local blend at an image size with no cross-attention maps of at least 16 queries a side and at most 32×32.
+    #[error(
+        "local blend needs cross-attention maps of at least 16 queries a side and at most 32×32, which latents of \
+         this shape do not have"
+    )]
     BlendTooSmall,
 }
 
@@ -166,11 +169,11 @@ fn cross_windows(target: &Words, edit: &EditSettings, steps: usize) -> Result<Ve
     let until = |f: f64| (f * (steps + 1) as f64) as usize;
     let mut windows = vec![until(edit.cross_steps); POSITIONS];
     for (word, f) in &edit.cross_word_steps {
-        fraction("cross steps", *f)?;
+        fraction("word window", *f)?;
         let positions = target.positions_of(word);
         if positions.is_empty() {
             let (word, words) = (word.clone(), listed(target));
-            return Err(EditError::TargetWord { what: "cross steps", word, words }.into());
+            return Err(EditError::TargetWord { what: "window", word, words }.into());
         }
         positions.into_iter().for_each(|p| windows[p] = until(*f));
     }
@@ -206,7 +209,8 @@ impl Pipeline {
         self.check_latents(seed.dims())?;
         check_guidance(guidance)?;
         let schedule = self.check_steps(steps)?;
-        let control = self.controller(source_prompt, edit, steps, seed.dims()[2])?;
+        let [_, _, h, w] = seed.dims();
+        let control = self.controller(source_prompt, edit, steps, [h, w])?;
         let states = self.condition_all(&["", source_prompt, &edit.prompt])?;
         let [empty, source, target] = [0, 1, 2].map(|i| states.clone().narrow(0, i, 1));
         let context = Tensor::cat(vec![empty.clone(), empty, source, target], 0);
@@ -218,13 +222,27 @@ impl Pipeline {
         Ok(Edited { source: z.clone().narrow(0, 0, 1), target: z.narrow(0, 1, 1) })
     }
 
-    /// The controller of an edit of `source_prompt` by `edit` over `steps` steps, for latents of side `side`.
+    /// Checks an edit of `source_prompt` by `edit` over `steps` steps of latents `[1, C, h, w]` without running it
+    /// (as before inverting the image it will edit).
+    pub fn check_edit(
+        &self,
+        source_prompt: &str,
+        edit: &EditSettings,
+        steps: usize,
+        shape: [usize; 4],
+    ) -> Result<(), PipelineError> {
+        self.check_latents(shape)?;
+        self.check_steps(steps)?;
+        self.controller(source_prompt, edit, steps, [shape[2], shape[3]]).map(|_| ())
+    }
+
+    /// The controller of an edit of `source_prompt` by `edit` over `steps` steps, for latents `side` `[h, w]`.
     fn controller(
         &self,
         source_prompt: &str,
         edit: &EditSettings,
         steps: usize,
-        side: usize,
+        side: [usize; 2],
     ) -> Result<PromptToPrompt, PipelineError> {
         fraction("cross steps", edit.cross_steps)?;
         fraction("self steps", edit.self_steps)?;
@@ -293,7 +311,7 @@ impl Pipeline {
         target: &Words,
         edit: &EditSettings,
         steps: usize,
-        side: usize,
+        side: [usize; 2],
     ) -> Result<Option<Blend>, PipelineError> {
         if edit.blend.is_empty() {
             return Ok(None);
