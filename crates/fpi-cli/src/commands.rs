@@ -89,7 +89,6 @@ fn invert(args: InvertArgs) -> Result<(), Failure> {
     }
     let image = read_image(&args.image)?;
     let pipeline = load(&args.common)?;
-    pipeline.check(&settings)?;
     let dropped = pipeline.dropped_tokens(&settings.prompt)?;
     if dropped > 0 {
         eprintln!("warning: the prompt is longer than CLIP's 77 tokens; its last {dropped} tokens are ignored");
