@@ -352,3 +352,89 @@ fn edit_a_photo_and_its_seed() {
     assert!(!out.status.success() && stderr.contains("blend word \"dog\""), "{stderr}");
     assert!(!file("unused.safetensors").exists());
 }
+
+/// A Hugging Face cache holding the tiny model as `org/tiny` at `main` (refs/main → snapshots/<commit>/, files
+/// linked from blobs/ as huggingface_hub writes them).
+fn hub_cache() -> tempfile::TempDir {
+    let cache = tempfile::tempdir().unwrap();
+    let repo = cache.path().join("models--org--tiny");
+    let commit = "0123456789abcdef0123456789abcdef01234567";
+    std::fs::create_dir_all(repo.join("blobs")).unwrap();
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), commit).unwrap();
+    for (i, part) in ["scheduler", "text_encoder", "tokenizer", "unet", "vae"].into_iter().enumerate() {
+        let folder = repo.join("snapshots").join(commit).join(part);
+        std::fs::create_dir_all(&folder).unwrap();
+        for (j, entry) in std::fs::read_dir(tiny_model().join(part)).unwrap().enumerate() {
+            let entry = entry.unwrap();
+            let blob = format!("blob{i}{j}");
+            std::fs::copy(entry.path(), repo.join("blobs").join(&blob)).unwrap();
+            std::os::unix::fs::symlink(format!("../../../blobs/{blob}"), folder.join(entry.file_name())).unwrap();
+        }
+    }
+    cache
+}
+
+/// `fpi invert` with `model_args` (and the cache `cache` offline): the seed file it writes.
+fn invert_with(model_args: &[&str], cache: &Path, dir: &Path, name: &str) -> Seed {
+    let (photo, output) = (fixtures().join("photos/camera.png"), dir.join(name));
+    let mut args = vec!["invert", "--quiet", "--image", path(&photo), "--prompt", "a man", "--size", "32"];
+    args.extend(["--steps", "2", "--device", "ndarray", "--output", path(&output)]);
+    args.extend(model_args);
+    let out = Command::new(env!("CARGO_BIN_EXE_fpi"))
+        .args(&args)
+        .env("HF_HUB_CACHE", cache)
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .expect("fpi runs");
+    assert!(out.status.success(), "fpi {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+    Seed::from_bytes(&std::fs::read(&output).unwrap()).unwrap()
+}
+
+/// The model as a folder, a hub id in the cache (offline) and a single checkpoint file gives the same seed; seeds
+/// record the model's name (never a local path; a pinned revision with it); a replacement VAE changes the seed and
+/// is named too.
+#[test]
+fn a_model_from_the_hub_cache_or_one_checkpoint_inverts_as_its_folder_does() {
+    let (cache, dir) = (hub_cache(), tempfile::tempdir().unwrap());
+    let (tiny, file) = (tiny_model(), fixtures().join("single-file/tiny-sd.safetensors"));
+    let run = |args: &[&str], name: &str| invert_with(args, cache.path(), dir.path(), name);
+    let folder = run(&["--model", path(&tiny)], "folder.safetensors");
+    let hub = run(&["--model", "org/tiny"], "hub.safetensors");
+    let pinned = run(&["--model", "org/tiny@0123456789abcdef0123456789abcdef01234567"], "pinned.safetensors");
+    let single = run(&["--model", path(&file), "--config", path(&tiny)], "file.safetensors");
+    let vae = fixtures().join("single-file/tiny-vae");
+    let swapped = run(&["--model", "org/tiny", "--vae", path(&vae)], "vae.safetensors");
+    let name = |seed: &Seed| seed.info.as_ref().unwrap().model.clone();
+    assert_eq!(
+        [name(&folder), name(&hub), name(&pinned), name(&single)],
+        ["tiny-sd", "org/tiny", "org/tiny@0123456789abcdef0123456789abcdef01234567", "tiny-sd"]
+    );
+    assert_eq!(name(&swapped), "org/tiny + tiny-vae");
+    for (what, seed) in [("hub id", &hub), ("pinned revision", &pinned), ("checkpoint file", &single)] {
+        let err = fpi_core::metrics::relative_error(&seed.latents, &folder.latents);
+        assert!(err <= 1e-6, "{what}: seed differs from the folder's by {err:.2e}");
+    }
+    assert!(fpi_core::metrics::relative_error(&swapped.latents, &folder.latents) > 1e-3, "the VAE encodes the photo");
+}
+
+/// A hub id the cache lacks, offline: one line naming the cache, what is missing and how to fetch it.
+#[test]
+fn a_hub_id_not_in_the_cache_is_one_line_offline() {
+    let (cache, dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let output = dir.path().join("seed.safetensors");
+    let photo = fixtures().join("photos/camera.png");
+    let out = Command::new(env!("CARGO_BIN_EXE_fpi"))
+        .args(["invert", "--model", "org/absent", "--image", path(&photo), "--prompt", "x", "--output", path(&output)])
+        .env("HF_HUB_CACHE", cache.path())
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && !output.exists());
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("org/absent") && stderr.contains("HF_HUB_OFFLINE") && stderr.contains("hf download"),
+        "{stderr}"
+    );
+}

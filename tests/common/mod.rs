@@ -8,7 +8,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use fpi_models::ModelFolder;
 use fpi_models::clip::ClipTextModel;
 use fpi_models::device::Backend;
-use fpi_models::source::Directory;
+use fpi_models::source::{Directory, ModelSource};
 use fpi_models::unet::UNet2DConditionModel;
 use fpi_models::vae::AutoencoderKL;
 use safetensors::SafeTensors;
@@ -45,17 +45,17 @@ pub fn folder(dir: &Path) -> ModelFolder<Directory> {
 }
 
 /// `folder`'s UNet on the test device.
-pub fn load_unet(folder: &ModelFolder<Directory>) -> fpi_models::Result<UNet2DConditionModel> {
+pub fn load_unet<S: ModelSource>(folder: &ModelFolder<S>) -> fpi_models::Result<UNet2DConditionModel> {
     pollster::block_on(folder.load_unet(&device(), &mut |_, _, _| {}))
 }
 
 /// `folder`'s VAE on the test device.
-pub fn load_vae(folder: &ModelFolder<Directory>) -> fpi_models::Result<AutoencoderKL> {
+pub fn load_vae<S: ModelSource>(folder: &ModelFolder<S>) -> fpi_models::Result<AutoencoderKL> {
     pollster::block_on(folder.load_vae(&device(), &mut |_, _, _| {}))
 }
 
 /// `folder`'s text encoder on the test device.
-pub fn load_clip(folder: &ModelFolder<Directory>) -> fpi_models::Result<ClipTextModel> {
+pub fn load_clip<S: ModelSource>(folder: &ModelFolder<S>) -> fpi_models::Result<ClipTextModel> {
     pollster::block_on(folder.load_clip(&device(), &mut |_, _, _| {}))
 }
 

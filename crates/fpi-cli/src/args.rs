@@ -37,9 +37,20 @@ pub enum Command {
 /// Options every model-running command takes.
 #[derive(Args, Debug)]
 pub struct Common {
-    /// A diffusers Stable Diffusion 1.x folder (unet/, vae/, text_encoder/, tokenizer/, scheduler/).
-    #[arg(long)]
-    pub model: PathBuf,
+    /// The Stable Diffusion 1.x model: a diffusers folder (unet/, vae/, text_encoder/, tokenizer/, scheduler/),
+    /// one .safetensors checkpoint (original LDM keys, f32/f16/bf16), or a hub id ORG/NAME[@REVISION] such as
+    /// stable-diffusion-v1-5/stable-diffusion-v1-5, read from the Hugging Face cache ($HF_HUB_CACHE, $HF_HOME/hub or
+    /// ~/.cache/huggingface/hub) and downloaded into it when missing (fp16 files; not with HF_HUB_OFFLINE=1).
+    #[arg(long, value_name = "FOLDER|FILE|ORG/NAME")]
+    pub model: String,
+    /// Another VAE instead of the model's: a VAE folder (config.json and weights), a model folder, a .safetensors
+    /// checkpoint (e.g. vae-ft-mse-840000-ema-pruned.safetensors), or a hub id (e.g. stabilityai/sd-vae-ft-mse).
+    #[arg(long, value_name = "FOLDER|FILE|ORG/NAME")]
+    pub vae: Option<String>,
+    /// For a checkpoint file: a diffusers folder whose configs, tokenizer and scheduler it uses (as diffusers'
+    /// from_single_file(config=…)). Without it a checkpoint is read as SD1.x, whose configuration fpi has built in.
+    #[arg(long, value_name = "FOLDER")]
+    pub config: Option<PathBuf>,
     /// Where to run.
     #[arg(long, value_enum, default_value_t = Backend::Auto)]
     pub device: Backend,

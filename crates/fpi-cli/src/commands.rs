@@ -19,6 +19,7 @@ use crate::args::{
     BenchArgs, Cli, Command, Common, EditArgs, GenerateArgs, InvertArgs, ReconstructArgs, SampleOutputs,
 };
 use crate::failure::{AtPath, Failure, at};
+use crate::model::choose;
 use crate::files::{check_writable, read_file, write_atomic};
 use crate::progress::Bars;
 
@@ -34,8 +35,9 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
     }
 }
 
-fn load(common: &Common) -> Result<Pipeline, Failure> {
-    let folder = ModelFolder::open(&common.model)?;
+/// The model `common` names, loaded, and its name for seed files.
+fn load(common: &Common) -> Result<(Pipeline, String), Failure> {
+    let model = choose(common)?;
     let backend = common.device.resolve();
     if !common.quiet {
         eprintln!("device: {backend}");
@@ -44,22 +46,12 @@ fn load(common: &Common) -> Result<Pipeline, Failure> {
     let started = Instant::now();
     let mut bars = Bars::new(common.quiet);
     let mut progress = |part: &str, done, total| bars.load(part, done, total);
+    let folder = ModelFolder::new(model.files);
     let pipeline = pollster::block_on(Pipeline::load(&folder, device, &mut progress))?;
     if !common.quiet {
-        eprintln!("loaded {} in {:.1} s", common.model.display(), started.elapsed().as_secs_f64());
+        eprintln!("loaded {} in {:.1} s", common.model, started.elapsed().as_secs_f64());
     }
-    Ok(pipeline)
-}
-
-/// What a seed file records as the model: a hub id for a folder in the Hugging Face cache
-/// (`…/models--ORG--NAME/snapshots/REV`), else the folder's name; never the local path, as seeds are shared.
-fn model_name(folder: &Path) -> String {
-    let folder = folder.canonicalize().unwrap_or_else(|_| folder.to_owned());
-    let hub_id = folder.iter().filter_map(|c| c.to_str()?.strip_prefix("models--")).last();
-    match hub_id {
-        Some(id) => id.replacen("--", "/", 1),
-        None => folder.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
-    }
+    Ok((pipeline, model.name))
 }
 
 fn read_image(path: &Path) -> Result<RgbImage, Failure> {
@@ -88,7 +80,7 @@ fn invert(args: InvertArgs) -> Result<(), Failure> {
         eprintln!("note: --method ddim makes one evaluation per step; --iterations and --tolerance are ignored");
     }
     let image = read_image(&args.image)?;
-    let pipeline = load(&args.common)?;
+    let (pipeline, model) = load(&args.common)?;
     let dropped = pipeline.dropped_tokens(&settings.prompt)?;
     if dropped > 0 {
         eprintln!("warning: the prompt is longer than CLIP's 77 tokens; its last {dropped} tokens are ignored");
@@ -96,7 +88,6 @@ fn invert(args: InvertArgs) -> Result<(), Failure> {
 
     let mut bars = Bars::new(args.common.quiet);
     let started = Instant::now();
-    let model = model_name(&args.common.model);
     let inverted =
         pollster::block_on(pipeline.invert_image(&image, &settings, &model, &mut |ph, p| bars.observe(ph, p)))?;
     bars.finish();
@@ -150,7 +141,7 @@ fn reconstruct(args: ReconstructArgs) -> Result<(), Failure> {
         _ => e.into(),
     };
     check_guidance(guidance).map_err(from_seed)?;
-    let pipeline = load(&args.common)?;
+    let (pipeline, _) = load(&args.common)?;
     pipeline.check_steps(steps).map_err(from_seed)?;
     let latents = pipeline.seed_tensor(&seed).at(&args.seed)?;
     sample_and_write(&pipeline, latents, &prompt, steps, guidance, args.common.quiet, &args.outputs)
@@ -204,7 +195,7 @@ fn edit(args: EditArgs) -> Result<(), Failure> {
                 (None, Some(settings)) => settings.prompt.clone(),
                 (None, None) => return Err(at(path, "no prompt in its metadata; give --source-prompt")),
             };
-            let pipeline = load(&args.common)?;
+            let (pipeline, _) = load(&args.common)?;
             (pipeline, seed, source)
         }
         (None, Some(image)) => {
@@ -213,11 +204,10 @@ fn edit(args: EditArgs) -> Result<(), Failure> {
             let steps = args.steps.unwrap_or(defaults.steps);
             let inversion = args.solver.settings(&source, steps, args.guidance.unwrap_or(defaults.guidance))?;
             let image = read_image(image)?;
-            let pipeline = load(&args.common)?;
+            let (pipeline, model) = load(&args.common)?;
             pipeline.check(&inversion)?;
             // The edit is checked before the inversion, which takes minutes.
             pipeline.check_edit(&source, &settings, steps, pipeline.latent_shape(inversion.size))?;
-            let model = model_name(&args.common.model);
             let inverted = pollster::block_on(
                 pipeline.invert_image(&image, &inversion, &model, &mut |ph, p| bars.observe(ph, p)),
             )?;
@@ -254,7 +244,7 @@ fn edit(args: EditArgs) -> Result<(), Failure> {
 fn generate(args: GenerateArgs) -> Result<(), Failure> {
     check_outputs(args.outputs.paths())?;
     let init = args.init_latents.as_deref().map(|path| Ok::<_, Failure>((path, read_seed(path)?))).transpose()?;
-    let pipeline = load(&args.common)?;
+    let (pipeline, _) = load(&args.common)?;
     let latents = match init {
         Some((path, seed)) => pipeline.seed_tensor(&seed).at(path)?,
         None => {
@@ -304,7 +294,7 @@ fn time<const D: usize>(label: &str, mut f: impl FnMut() -> Result<Tensor<D>, Pi
 }
 
 fn bench(args: BenchArgs) -> Result<(), Failure> {
-    let pipeline = load(&args.common)?;
+    let (pipeline, _) = load(&args.common)?;
     let settings = InvertSettings {
         prompt: "a photograph".into(),
         size: args.size,

@@ -23,6 +23,12 @@ pub fn at(path: &Path, problem: impl fmt::Display) -> Failure {
     Failure(format!("{}: {problem}", path.display()))
 }
 
+impl From<String> for Failure {
+    fn from(message: String) -> Self {
+        Failure(message)
+    }
+}
+
 impl From<SettingsError> for Failure {
     fn from(e: SettingsError) -> Self {
         Failure(e.describe(|setting| format!("--{}", setting.name())))

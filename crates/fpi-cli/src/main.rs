@@ -9,6 +9,8 @@ mod failure;
 #[cfg(not(target_family = "wasm"))]
 mod files;
 #[cfg(not(target_family = "wasm"))]
+mod model;
+#[cfg(not(target_family = "wasm"))]
 mod progress;
 
 #[cfg(not(target_family = "wasm"))]

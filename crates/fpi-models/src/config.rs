@@ -553,7 +553,7 @@ impl PartConfig for ClipConfig {
             ("num_attention_heads", self.num_attention_heads),
             ("max_position_embeddings", self.max_position_embeddings),
         ])?;
-        if self.hidden_size % self.num_attention_heads != 0 {
+        if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return Err(ConfigError::Heads {
                 channels_option: "hidden_size".into(),
                 channels: self.hidden_size,
@@ -685,6 +685,16 @@ mod tests {
         assert_eq!((clip.vocab_size, clip.hidden_size, clip.num_attention_heads), (49408, 768, 12));
         assert_eq!((clip.options.hidden_act, clip.options.layer_norm_eps), (Activation::QuickGelu, 1e-5));
         check_fit(&unet, &vae, &clip).unwrap();
+    }
+
+    /// The configs built in for single-file checkpoints read the same as SD1.5's own files.
+    #[test]
+    fn the_built_in_sd1_configs_equal_sd15s_files() {
+        use crate::sd1;
+        let same = |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| assert_eq!(format!("{a:?}"), format!("{b:?}"));
+        same(&load::<UNetConfig>(sd1::UNET_CONFIG), &load::<UNetConfig>(SD15_UNET));
+        same(&load::<VaeConfig>(sd1::VAE_CONFIG), &load::<VaeConfig>(SD15_VAE));
+        same(&load::<ClipConfig>(sd1::CLIP_CONFIG), &load::<ClipConfig>(SD15_CLIP));
     }
 
     #[test]

@@ -117,7 +117,7 @@ pub fn adapters() -> Vec<AdapterInfo> {
                 name: info.name,
                 kind: format!("{:?}", info.device_type),
                 api: format!("{:?}", info.backend),
-                max_binding: limits.max_storage_buffer_binding_size as u64,
+                max_binding: limits.max_storage_buffer_binding_size,
                 max_buffer: limits.max_buffer_size,
                 shader_f16: a.features().contains(wgpu::Features::SHADER_F16),
             }

@@ -106,6 +106,35 @@ pub enum Error {
         /// The file names looked for, comma-separated.
         tried: String,
     },
+    /// A PyTorch pickle (`.ckpt`, `.pt`, `.bin`): never loaded, as unpickling can run code.
+    #[error(
+        "{path}: a PyTorch pickle, which fpi never loads (unpickling can run code); convert it to .safetensors once: \
+         python -c \"import torch, safetensors.torch as st; sd = torch.load('IN.ckpt', map_location='cpu', \
+         weights_only=True); sd = sd.get('state_dict', sd); st.save_file({{k: v.contiguous() for k, v in sd.items() \
+         if isinstance(v, torch.Tensor)}}, 'OUT.safetensors')\""
+    )]
+    Pickle {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A checkpoint of a model fpi does not run (SD2.x, SDXL, inpainting, …).
+    #[error("{path}: {what}; fpi runs Stable Diffusion 1.x text-to-image models")]
+    UnsupportedModel {
+        /// The checkpoint.
+        path: PathBuf,
+        /// What the file is.
+        what: String,
+    },
+    /// A checkpoint holds tensors that belong to no part of SD1.x.
+    #[error("{path}: {count} tensors that are not Stable Diffusion 1.x's, e.g. {}", first.join(", "))]
+    UnknownKeys {
+        /// The checkpoint.
+        path: PathBuf,
+        /// How many.
+        count: usize,
+        /// The first few keys.
+        first: Vec<String>,
+    },
     /// A text file (config, tokenizer) is not UTF-8.
     #[error("{path}: not UTF-8 text")]
     NotText {

@@ -1,4 +1,5 @@
-//! Stable Diffusion 1.5's networks in burn, numerically equal to diffusers, loaded from diffusers model folders.
+//! Stable Diffusion 1.5's networks in burn, numerically equal to diffusers, loaded from diffusers folders, single
+//! checkpoint files and the Hugging Face cache.
 //!
 //! - [`clip::ClipTextModel`]: prompt token ids → text states `[B, 77, 768]`.
 //! - [`unet::UNet2DConditionModel`]: ε(latents, timestep, text states).
@@ -6,6 +7,11 @@
 //! - [`tokenizer::ClipTokenizer`]: prompts → 77 token ids.
 //! - [`folder::ModelFolder`]: reads configs and weights of each part, with errors that name file, key and shapes,
 //!   from a [`source::ModelSource`]: a directory on disk, or the files a web page was given.
+//! - [`model_files::ModelFiles`]: a model in the form the user has it — a diffusers folder, or one original
+//!   (LDM-keyed) checkpoint file ([`checkpoint::Checkpoint`], renamed by the tables of [`ldm`], configured by
+//!   [`sd1`]'s built-in SD1.x configs) — with an optional replacement VAE, seen as one diffusers folder.
+//! - `hub` (native): hub ids `ORG/NAME[@REVISION]` found in the Hugging Face cache, downloaded into it when missing
+//!   (feature `download`).
 //!
 //! No tensor on the device exceeds 128 MiB at SD1.5 size: CLIP's token table stays on the host, attention runs
 //! in blocks of query rows, and the VAE holds its large feature maps as bands of rows ([`feature_map::Bands`]).
@@ -13,6 +19,7 @@
 #![warn(missing_docs)]
 
 pub mod attention;
+pub mod checkpoint;
 pub mod clip;
 pub mod config;
 pub mod device;
@@ -20,7 +27,12 @@ pub mod error;
 pub mod feature_map;
 pub mod folder;
 pub mod hook;
+#[cfg(not(target_family = "wasm"))]
+pub mod hub;
+pub mod ldm;
+pub mod model_files;
 pub mod resnet;
+pub mod sd1;
 pub mod source;
 pub mod tokenizer;
 pub mod transformer;
@@ -30,3 +42,4 @@ pub mod weights;
 
 pub use error::{Error, Result};
 pub use folder::ModelFolder;
+pub use model_files::ModelFiles;

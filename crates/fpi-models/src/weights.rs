@@ -225,13 +225,18 @@ fn safetensors_bytes(tensors: &[(&String, &TensorInfo)], base: u64, data: Vec<u8
             ((*key).clone(), entry)
         })
         .collect();
-    let mut header = serde_json::to_vec(&entries).expect("plain JSON");
-    header.resize(header.len().next_multiple_of(8), b' ');
-    let mut bytes = Vec::with_capacity(8 + header.len() + data.len());
-    bytes.extend_from_slice(&(header.len() as u64).to_le_bytes());
-    bytes.extend_from_slice(&header);
+    let mut bytes = safetensors_head(entries);
     bytes.extend_from_slice(&data);
     bytes
+}
+
+/// The length prefix and header of a safetensors file with the tensor `entries` (`dtype`, `shape`, `data_offsets`).
+pub(crate) fn safetensors_head(entries: serde_json::Map<String, serde_json::Value>) -> Vec<u8> {
+    let mut header = serde_json::to_vec(&entries).expect("plain JSON");
+    header.resize(header.len().next_multiple_of(8), b' ');
+    let mut head = (header.len() as u64).to_le_bytes().to_vec();
+    head.extend(header);
+    head
 }
 
 /// Paths of a module's parameters, in burn's naming.

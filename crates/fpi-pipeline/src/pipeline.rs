@@ -210,7 +210,7 @@ impl Pipeline {
     /// Checks an image side against the model.
     pub fn check_size(&self, size: usize) -> Result<(), SettingsError> {
         let multiple = self.size_step();
-        if size == 0 || size % multiple != 0 {
+        if size == 0 || !size.is_multiple_of(multiple) {
             return Err(SettingsError::Size { size, multiple });
         }
         Ok(())

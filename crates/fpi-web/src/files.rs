@@ -4,6 +4,8 @@ use std::collections::HashMap;
 use std::ops::Range;
 use std::path::PathBuf;
 
+use fpi_models::checkpoint::Checkpoint;
+use fpi_models::model_files::Form;
 use fpi_models::source::ModelSource;
 use fpi_models::{Error, Result};
 use js_sys::{Map, Uint8Array};
@@ -29,6 +31,30 @@ impl BlobFiles {
             files.insert(path.trim_start_matches('/').to_owned(), blob);
         }
         Ok(Self { files })
+    }
+
+    /// The model these files hold: a diffusers folder (or a VAE's own folder), or one checkpoint file at the root
+    /// (any other weights file there makes it ambiguous), whose configs are the other files when there are any,
+    /// else SD1.x's.
+    pub async fn into_form(self) -> Result<Form<BlobFiles>> {
+        let folder_weights = |k: &String| k.starts_with("diffusion_pytorch_model") || k.starts_with("model.");
+        let checkpoints: Vec<String> = self
+            .files
+            .keys()
+            .filter(|k| !k.contains('/') && !folder_weights(k))
+            .filter(|k| [".safetensors", ".ckpt", ".pt", ".pth", ".bin"].iter().any(|ext| k.ends_with(ext)))
+            .cloned()
+            .collect();
+        let [checkpoint] = checkpoints.as_slice() else {
+            return Ok(Form::folder(self));
+        };
+        if self.exists("unet/config.json") && self.exists("unet/diffusion_pytorch_model.safetensors") {
+            return Ok(Form::folder(self));
+        }
+        let rest: HashMap<String, Blob> =
+            self.files.iter().filter(|(k, _)| *k != checkpoint).map(|(k, b)| (k.clone(), b.clone())).collect();
+        let configs = (!rest.is_empty()).then_some(BlobFiles { files: rest });
+        Ok(Form::Checkpoint(Checkpoint::open(BlobFiles { files: self.files.clone() }, checkpoint, configs.as_ref()).await?))
     }
 
     fn blob(&self, path: &str) -> Result<&Blob> {

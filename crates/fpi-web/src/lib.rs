@@ -13,7 +13,7 @@ use burn::tensor::Device;
 use fpi_core::seed::Seed;
 use fpi_core::settings::{InvertSettings, Setting};
 use fpi_core::solver::Progress;
-use fpi_models::ModelFolder;
+use fpi_models::{ModelFiles, ModelFolder};
 use fpi_pipeline::edit::EditSettings;
 use fpi_pipeline::{Phase, Pipeline, PipelineError, image_io};
 use js_sys::{Function, Map, Object, Reflect};
@@ -73,6 +73,11 @@ fn error(e: PipelineError) -> JsError {
         PipelineError::Settings(e) => JsError::new(&e.describe(label)),
         other => JsError::new(&other.to_string()),
     }
+}
+
+/// A model loading error for the page.
+fn load_error(e: fpi_models::Error) -> JsError {
+    JsError::new(&e.to_string())
 }
 
 /// A loaded model on the page's WebGPU device.
@@ -180,11 +185,24 @@ impl Edit {
 
 #[wasm_bindgen]
 impl Model {
-    /// Loads a diffusers folder given as a `Map` of relative path → `Blob` (`unet/config.json`, …), streaming the
-    /// weights to the GPU in chunks. `name` is recorded in seed files. `on_status(text, done, total)` hears the
-    /// weight bytes of each part as they load (`text` is `loading {part}`).
-    pub async fn load(files: Map, name: String, on_status: Option<Function>) -> Result<Model, JsError> {
-        let source = BlobFiles::from_map(&files)?;
+    /// Loads a model given as a `Map` of relative path → `Blob`: a diffusers folder (`unet/config.json`, …), or
+    /// one checkpoint file at the map's root (SD1.x's configs built in, or a diffusers folder's configs beside it
+    /// in the map), streaming the weights to the GPU in chunks. `vae`, when given, replaces the model's VAE: a
+    /// `Map` of a VAE's folder (`config.json` and its weights), a model folder, or one checkpoint file. `name` is
+    /// recorded in seed files. `on_status(text, done, total)` hears the weight bytes of each part as they load
+    /// (`text` is `loading {part}`).
+    pub async fn load(
+        files: Map,
+        name: String,
+        on_status: Option<Function>,
+        vae: Option<Map>,
+    ) -> Result<Model, JsError> {
+        let model = BlobFiles::from_map(&files)?.into_form().await.map_err(load_error)?;
+        let vae = match vae {
+            Some(map) => Some(BlobFiles::from_map(&map)?.into_form().await.map_err(load_error)?),
+            None => None,
+        };
+        let source = ModelFiles::new(model, vae).map_err(load_error)?;
         let gpu = gpu().await?;
         let folder = ModelFolder::new(source);
         let mut progress = |part: &str, done: u64, total: u64| {

@@ -49,7 +49,7 @@ fn files(skip: Option<&str>) -> Map {
 }
 
 async fn load(skip: Option<&str>) -> Result<Model, String> {
-    Model::load(files(skip), "tiny-sd".into(), None).await.map_err(|e| format!("{:?}", JsValue::from(e)))
+    Model::load(files(skip), "tiny-sd".into(), None, None).await.map_err(|e| format!("{:?}", JsValue::from(e)))
 }
 
 fn case() -> serde_json::Value {

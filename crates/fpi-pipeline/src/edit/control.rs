@@ -147,7 +147,7 @@ impl PromptToPrompt {
     /// The local blend after sampling step `k` (0-based) of latents `z` `[2, C, h, w]` (source, target).
     pub fn blend(&self, k: usize, z: Tensor<4>) -> Tensor<4> {
         let Some(blend) = &self.blend else { return z };
-        if k + 1 <= blend.start {
+        if k < blend.start {
             return z;
         }
         let [_, _, h, w] = z.dims();
