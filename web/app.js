@@ -5,13 +5,17 @@
 // the state on <body> for tests and styling: data-webgpu (checking | ok | missing), data-model (none | loading |
 // loaded | failed), data-run (idle | running | done | cancelled | failed), data-phase (adjust | invert | sample:
 // the phase the run reported last) and data-edit (idle | running | done | cancelled | failed: the last edit of the
-// inversion shown); #model-info carries data-name, data-cached and data-downloaded once a model is loaded. It also
-// enables the controls and shows the boxes that fit the state.
+// inversion shown); #model-info carries data-name, data-format (diffusers | checkpoint), data-vae (the replacement
+// VAE's name, '' for the model's own), data-cached and data-downloaded (the model's and the VAE's files together)
+// once a model is loaded. It also enables the controls and shows the boxes that fit the state.
+//
+// A replacement VAE (state.vae) goes with every model load until it is cleared; choosing or clearing one reloads
+// the model that is loaded.
 //
 // After an inversion the Edit panel edits its seed with Prompt-to-Prompt, as often as wanted: the page keeps the
 // seed (state.source) and sends it with every edit request. Inversions and edits take turns: one runs at a time.
 
-import { CACHE_NAME, folderFiles, looseFiles, modelBase, walkEntry } from './model-files.js';
+import { CACHE_NAME, modelFromFiles, modelFromFolder, parseLocation, vaeFromFiles, walkEntry } from './model-files.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -21,9 +25,10 @@ const state = {
   whyNoWebGpu: '', // when missing: why, in words
   ready: false, // WebGPU and the wasm module are usable in the current worker
   model: 'none', // none | loading | loaded | failed
-  modelInfo: null, // the loaded model: { name, adapter, software, files, cached, downloaded }
+  modelInfo: null, // the loaded model: { name, format, vae, adapter, software, files, cached, downloaded }
   sizeStep: 64, // image sides must be multiples of this
-  lastModel: null, // the last load request, to reload after a hard stop
+  lastModel: null, // the last model loaded (its source, as worker.js takes it), to reload after a hard stop or a new VAE
+  vae: null, // the replacement VAE: { source (as worker.js takes it), name }, or null for the model's own
   photo: null, // { file, stem }
   run: 'idle', // idle | running | done | cancelled | failed
   phase: null, // adjust | invert | sample: the phase the run reported last
@@ -53,11 +58,18 @@ const endEdit = (outcome, patch = {}) => setState({ edit: outcome, editJob: null
 /** A model is loading, or an inversion or an edit is running: nothing else may start. */
 const busy = () => state.model === 'loading' || state.run === 'running' || state.edit === 'running';
 
-/** The loaded model in one line. */
-function describeModel({ name, adapter, software, files, cached, downloaded }) {
-  const origin = downloaded || cached ? ` (${cached} from cache, ${downloaded} downloaded)` : '';
+/** Where downloaded files came from: " (9 from cache, 0 downloaded)", or '' for picked files. */
+const origin = ({ cached, downloaded }) => (downloaded || cached ? ` (${cached} from cache, ${downloaded} downloaded)` : '');
+
+/** The loaded model in one line, with the VAE it uses. */
+function describeModel({ name, format, vae, adapter, software, ...counts }) {
+  const configs = counts.files - 1;
+  const files = format === 'checkpoint'
+    ? `a single-file checkpoint${configs > 0 ? ` with ${configs} config files` : ''}`
+    : `${counts.files} files`;
+  const vaeText = vae ? `VAE ${vae.name} (${vae.files} file${vae.files === 1 ? '' : 's'}${origin(vae)})` : 'its own VAE';
   const slow = software ? ' A software adapter: expect it to be slow.' : '';
-  return `${name}: ${files} files${origin}, on ${adapter} (weights in f32).${slow}`;
+  return `${name}: ${files}${origin(counts)}, ${vaeText}, on ${adapter} (weights in f32).${slow}`;
 }
 
 /** Writes the state into the page: <body>'s data-* attributes, the controls, the boxes. */
@@ -73,14 +85,25 @@ function render() {
   $('webgpu-missing').hidden = state.webgpu !== 'missing';
   $('webgpu-reason').textContent = state.whyNoWebGpu;
 
-  for (const id of ['model-folder', 'model-files', 'model-url', 'load-url']) $(id).disabled = !state.ready || busy();
+  const modelControls = ['model-folder', 'model-files', 'model-url', 'load-url', 'vae-folder', 'vae-files', 'vae-url', 'load-vae-url'];
+  for (const id of modelControls) $(id).disabled = !state.ready || busy();
+  $('vae-clear').disabled = !state.ready || busy() || !state.vae;
+  $('vae-clear').hidden = !state.vae;
+  $('vae-name').textContent = state.vae ? state.vae.name : "none: the model's own";
   $('clear-cache').disabled = busy();
   $('load-box').hidden = state.model !== 'loading';
   const info = $('model-info');
   const model = state.modelInfo;
   info.textContent = model ? describeModel(model) : '';
-  for (const key of ['name', 'cached', 'downloaded']) {
-    if (model) info.dataset[key] = String(model[key]);
+  const data = model && {
+    name: model.name,
+    format: model.format,
+    vae: model.vae?.name ?? '',
+    cached: model.cached + (model.vae?.cached ?? 0),
+    downloaded: model.downloaded + (model.vae?.downloaded ?? 0),
+  };
+  for (const key of ['name', 'format', 'vae', 'cached', 'downloaded']) {
+    if (data) info.dataset[key] = String(data[key]);
     else delete info.dataset[key];
   }
 
@@ -205,15 +228,15 @@ const handlers = {
     $('load-text').textContent = text;
   },
 
-  loaded({ name, adapter, software, sizeStep, source }) {
+  loaded({ name, format, vae, adapter, software, sizeStep, source }) {
     // Sizes must be multiples of the model's step: the chosen one goes to the nearest.
     const size = $('size');
     const value = Number(size.value);
     if (!(value >= sizeStep && value % sizeStep === 0)) {
       size.value = String(Math.max(sizeStep, Math.round(value / sizeStep) * sizeStep || 512));
     }
-    setState({ model: 'loaded', sizeStep, modelInfo: { name, adapter, software, ...source } });
-    setStatus(`model loaded (adapter ${adapter})`, 'done');
+    setState({ model: 'loaded', sizeStep, modelInfo: { name, format, vae, adapter, software, ...source } });
+    setStatus(`model loaded${vae ? ` with the VAE ${vae.name}` : ''} (adapter ${adapter})`, 'done');
   },
 
   progress(p) {
@@ -292,7 +315,7 @@ const handlers = {
   },
 
   error({ op, message }) {
-    if (op === 'load-files' || op === 'load-url') {
+    if (op === 'load') {
       setState({ model: 'failed', modelInfo: null }); // the worker drops the old model before loading
       fail(`could not load the model: ${message}`);
     } else if (op === 'invert') {
@@ -328,44 +351,58 @@ function startWorker() {
 // ---------------------------------------------------------------------------------------------------------------
 // Model: a picked or dropped folder, picked or dropped files, or a URL
 
-/** Starts loading; `what` describes the model in the status line (by default its URL, or name and file count). */
-function loadModel(request, what = null) {
+/**
+ * Starts loading `source` (a model source as worker.js takes it) with the replacement VAE, if one is chosen. `what`
+ * describes the model in the status line (by default its URL, or name and file count).
+ */
+function loadModel(source, what = null) {
   $('load-progress').value = 0;
   $('load-text').textContent = 'starting…';
-  setState({ lastModel: request, model: 'loading', modelInfo: null });
-  what ??= request.type === 'load-url' ? request.base : `${request.name} (${request.files.size} files)`;
-  setStatus(`loading the model ${what}…`);
-  worker.postMessage(request);
+  setState({ lastModel: source, model: 'loading', modelInfo: null });
+  what ??= source.kind === 'url' ? source.base + (source.file ?? '') : `${source.name} (${source.files.size} files)`;
+  setStatus(`loading the model ${what}${state.vae ? ` with the VAE ${state.vae.name}` : ''}…`);
+  worker.postMessage({ type: 'load', model: source, vae: state.vae?.source ?? null });
 }
 
-/** A folder's [path, File] pairs → a load request, or an error when it is not a model folder. */
-function useFolder(pairs) {
-  if (pairs.length === 0) return fail('the folder is empty');
-  const { files, name, missing } = folderFiles(pairs);
-  if (missing.length > 2) {
-    return fail(`${name} is not a diffusers model folder: pick the one that holds unet/, vae/, text_encoder/, tokenizer/ and scheduler/`);
-  }
-  if (missing.length) return fail(`${name} is not a complete diffusers model folder: it lacks ${missing.join(', ')}`);
-  loadModel({ type: 'load-files', files, name });
+/** Sets (or, with null, clears) the replacement VAE, reloading the model that is loaded (or failed) with it. */
+function setVae(vae, reload = true) {
+  setState({ vae });
+  if (reload && state.lastModel && state.model !== 'none') return loadModel(state.lastModel);
+  setStatus(vae ? `VAE ${vae.name}: the next model loads with it` : "VAE: the model's own");
 }
 
-/** Loose model files (not a folder) → a load request, or an error naming the files that do not fit. */
+/** A picked or dropped model (or VAE, or both; see modelFromFiles in model-files.js) → a load, or an error. */
+function useGathered({ model, vae, ignored, error }) {
+  if (error) return fail(error);
+  const also = ignored.length ? `, ignoring ${ignored.join(', ')}` : '';
+  if (!model) return setVae({ source: { kind: 'files', files: vae.files, name: vae.name }, name: vae.name });
+  if (vae) setVae({ source: { kind: 'files', files: vae.files, name: vae.name }, name: vae.name }, false);
+  const what = model.format === 'checkpoint' ? `${model.name} (a single-file checkpoint${also})` : `${model.name} (${model.files.size} files${also})`;
+  loadModel({ kind: 'files', ...model }, what);
+}
+
+/** A folder's [path, File] pairs → a load (see modelFromFolder). */
+async function useFolder(pairs) {
+  useGathered(await modelFromFolder(pairs));
+}
+
+/** Loose files → a load (see modelFromFiles). */
 async function useFiles(picked) {
-  setStatus(`reading ${picked.length} files…`);
-  const { files, name, missing, unknown, clashes } = await looseFiles(picked);
-  if (clashes.length) return fail(`several files claim the same place: ${clashes.join('; ')} (pick one of each)`);
-  if (missing.length) {
-    const unrecognised = unknown.length ? `; not recognised: ${unknown.join(', ')}` : '';
-    return fail(`the files lack ${missing.join(', ')}${unrecognised} (pick all of the model's files, or its folder)`);
-  }
-  const ignored = unknown.length ? `, ignoring ${unknown.join(', ')}` : '';
-  loadModel({ type: 'load-files', files, name }, `from ${files.size} files${ignored}`);
+  setStatus(`reading ${picked.length === 1 ? picked[0].name : `${picked.length} files`}…`);
+  useGathered(await modelFromFiles(picked));
+}
+
+/** A picked VAE (a folder's pairs or loose files; see vaeFromFiles) → the replacement VAE, or an error. */
+async function useVaeFiles(picked, name) {
+  const { vae, error } = await vaeFromFiles(picked, name);
+  if (error) return fail(error);
+  setVae({ source: { kind: 'files', files: vae.files, name: vae.name }, name: vae.name });
 }
 
 $('model-folder').addEventListener('change', (event) => {
   const picked = [...event.target.files];
   event.target.value = ''; // so that picking the same folder again is a change
-  if (picked.length) useFolder(picked.map((file) => [file.webkitRelativePath || file.name, file]));
+  if (picked.length) useFolder(picked.map((file) => [file.webkitRelativePath || file.name, file])).catch((e) => fail(`could not read the folder: ${e.message}`));
 });
 
 $('model-files').addEventListener('change', (event) => {
@@ -374,19 +411,48 @@ $('model-files').addEventListener('change', (event) => {
   if (picked.length) useFiles(picked).catch((e) => fail(`could not read the files: ${e.message}`));
 });
 
+/** The URL field's text as a source (see parseLocation), or null after saying why not. */
+function urlSource(text, field) {
+  if (!text.trim()) {
+    fail(`enter the URL or Hugging Face id of a ${field}`);
+    return null;
+  }
+  try {
+    return { kind: 'url', ...parseLocation(text, location.href) };
+  } catch (e) {
+    fail(e instanceof TypeError ? `not a URL or a Hugging Face id (ORG/NAME): ${text.trim()}` : e.message);
+    return null;
+  }
+}
+
 $('url-form').addEventListener('submit', (event) => {
   event.preventDefault();
-  const text = $('model-url').value;
-  if (!text.trim()) return fail('enter the URL of a model folder');
-  let base;
-  try {
-    base = modelBase(text, location.href);
-  } catch {
-    return fail(`not a URL: ${text}`);
-  }
+  const source = urlSource($('model-url').value, 'model');
+  if (!source) return;
   navigator.storage?.persist?.().catch(() => {}); // ask the browser not to evict gigabytes of weights
-  loadModel({ type: 'load-url', base });
+  loadModel(source);
 });
+
+$('vae-folder').addEventListener('change', (event) => {
+  const picked = [...event.target.files];
+  event.target.value = '';
+  const name = picked[0]?.webkitRelativePath.split('/')[0] || undefined;
+  if (picked.length) useVaeFiles(picked, name).catch((e) => fail(`could not read the VAE: ${e.message}`));
+});
+
+$('vae-files').addEventListener('change', (event) => {
+  const picked = [...event.target.files];
+  event.target.value = '';
+  if (picked.length) useVaeFiles(picked).catch((e) => fail(`could not read the VAE: ${e.message}`));
+});
+
+$('vae-url-form').addEventListener('submit', (event) => {
+  event.preventDefault();
+  const source = urlSource($('vae-url').value, 'VAE');
+  if (source) setVae({ source, name: source.name });
+});
+
+$('vae-clear').addEventListener('click', () => setVae(null));
 
 $('clear-cache').addEventListener('click', async () => {
   if (!self.caches) return fail('this page has no Cache Storage (not a secure context)');
@@ -442,13 +508,16 @@ window.addEventListener('drop', (event) => {
   dropped(entries.filter(Boolean), files).catch((e) => fail(`could not read the drop: ${e.message}`));
 });
 
+/** A file that can be part of a model or a VAE, by its name (a pickle too, to say why it cannot). */
+const isModelFile = (file) => /\.(safetensors|json|txt|ckpt|pt|pth|bin)$/i.test(file.name);
+
 /**
- * A drop: a folder (or several) is a model folder; several loose files, not all images, are the model's files;
- * otherwise the (first) file is the photo.
+ * A drop: a folder (or several) is a model folder (or a VAE's); several files, not all images, or one model file
+ * are the model's files (or a checkpoint, or a VAE; see modelFromFiles); otherwise the (first) file is the photo.
  */
 async function dropped(entries, files) {
   const folders = entries.filter((entry) => entry.isDirectory);
-  const model = folders.length > 0 || (files.length > 1 && !files.every(isImage));
+  const model = folders.length > 0 || (files.length > 1 && !files.every(isImage)) || (files.length === 1 && isModelFile(files[0]));
   if (model && (!state.ready || busy())) return fail('a model can be dropped once WebGPU is ready and nothing runs');
   if (folders.length) {
     setStatus(`reading the folder ${folders[0].name}…`);
@@ -458,7 +527,7 @@ async function dropped(entries, files) {
   }
   if (model) return useFiles(files);
   if (files.length) return usePhoto(files[0]);
-  fail('drop a model folder, the model\'s files or a PNG, JPEG or WebP photo');
+  fail('drop a model folder, the model\'s files, a checkpoint, a VAE or a PNG, JPEG or WebP photo');
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -2,8 +2,10 @@
 //
 // Protocol (postMessage, one object per message):
 //   page → worker
-//     { type: 'load-files', files: Map<path, File>, name }   load a picked or dropped model folder
-//     { type: 'load-url', base }                            fetch a model (via Cache Storage), then load it
+//     { type: 'load', model: source, vae: source | null }   load a model, with a replacement VAE or its own; a source
+//       is { kind: 'files', files: Map<path, File>, name, format } (picked or dropped; format 'diffusers' |
+//       'checkpoint' for a model) or { kind: 'url', base, file, query, name } (see parseLocation in
+//       model-files.js; fetched via Cache Storage). The maps are as Model.load takes them (see model-files.js).
 //     { type: 'invert', image: ArrayBuffer, settings }      invert a photo (settings as in Model.invert)
 //     { type: 'edit', seed: ArrayBuffer, settings }         edit a seed with Prompt-to-Prompt (settings as in
 //       Model.edit: { prompt, mode?, cross_steps?, self_steps?, blend?, blend_threshold?, blend_start?, reweight?,
@@ -13,8 +15,10 @@
 //   worker → page
 //     { type: 'hello', gpu: { ok, reason, detail, adapter }, wasm: { ok, error } }   once, at start
 //     { type: 'load-status', text, done, total }            download and load progress
-//     { type: 'loaded', name, adapter, software, sizeStep, source: { files, cached, downloaded, bytes } }
-//       (adapter: the WebGPU adapter's name; software: true for a CPU or software adapter)
+//     { type: 'loaded', name, format, vae, adapter, software, sizeStep, source: { files, cached, downloaded, bytes } }
+//       (format: 'diffusers' | 'checkpoint'; source: the model's files; vae: the replacement VAE's { name, files,
+//       cached, downloaded, bytes }, or null for the model's own; adapter: the WebGPU adapter's name; software: true
+//       for a CPU or software adapter)
 //     { type: 'progress', op, phase, step, steps, iteration, residual, timestep }   (op: 'invert' | 'edit'; the rest
 //       as the model reports them: step counts from 0, iteration from 1; an edit reports phase 'sample', residual null)
 //     { type: 'result', seed, original, reconstruction (ArrayBuffers), psnr, vaePsnr, latentError,
@@ -28,7 +32,7 @@
 // on_progress callback, which the model calls after each UNet evaluation: returning false makes invert() and
 // edit() reject with 'cancelled'.
 
-import { fetchModel, formatBytes } from './model-files.js';
+import { MODEL_FILES, VAE_FILES, fetchModel, formatBytes } from './model-files.js';
 
 let wasm = null; // the wasm-bindgen module, once initialised
 let model = null; // the loaded Model
@@ -74,11 +78,28 @@ async function startWasm() {
 
 const started = Promise.all([probeGpu(), startWasm()]).then(([gpu, wasmState]) => post({ type: 'hello', gpu, wasm: wasmState }));
 
-/** Loads the model from a Map<path, Blob>, replacing the one loaded before. */
-async function load(files, name, source) {
+/**
+ * A source's files as a Map<path, Blob> (see the protocol above): picked files as they are, a URL's fetched into
+ * Cache Storage. `entries` lists a folder's files (MODEL_FILES or VAE_FILES). Returns { files, name, format, counts }.
+ */
+async function gather(source, entries, what) {
+  if (source.kind === 'files') {
+    const counts = { files: source.files.size, cached: 0, downloaded: 0, bytes: 0 };
+    return { files: source.files, name: source.name, format: source.format, counts };
+  }
+  const report = (text, done, total) => post({ type: 'load-status', text, done, total });
+  const list = source.file ? [[[source.file]]] : entries;
+  const { files, ...counts } = await fetchModel(source.base, report, { entries: list, what, query: source.query ?? '' });
+  return { files, name: source.name, format: source.file ? 'checkpoint' : 'diffusers', counts: { files: files.size, ...counts } };
+}
+
+/** Loads the model (and its replacement VAE, if any), replacing the one loaded before. */
+async function load(modelSource, vaeSource) {
   if (!wasm) throw new Error('the wasm module is not loaded');
   model?.free?.();
   model = null;
+  const { files, name, format, counts } = await gather(modelSource, MODEL_FILES, 'the model');
+  const vae = vaeSource ? await gather(vaeSource, VAE_FILES, 'the VAE') : null;
   let last = 0;
   const onStatus = (text, done, total) => {
     // text is 'loading {part}'. Forward at most every 50 ms, and always the end of a part.
@@ -88,9 +109,11 @@ async function load(files, name, source) {
     const of = total ? `: ${formatBytes(done)} of ${formatBytes(total)}` : '';
     post({ type: 'load-status', text: `${text}${of}`, done, total });
   };
-  model = await wasm.Model.load(files, name, onStatus); // name: recorded in seed files' metadata
+  // name: recorded in seed files' metadata. vae: undefined loads the model's own.
+  model = await wasm.Model.load(files, name, onStatus, vae?.files);
   const { adapter, software_adapter: software, size_step: sizeStep } = model;
-  post({ type: 'loaded', name, adapter, software, sizeStep, source });
+  const vaeInfo = vae ? { name: vae.name, ...vae.counts } : null;
+  post({ type: 'loaded', name, format, vae: vaeInfo, adapter, software, sizeStep, source: counts });
 }
 
 /**
@@ -172,15 +195,8 @@ async function edit(seed, settings) {
 async function handle(message) {
   await started;
   switch (message.type) {
-    case 'load-files':
-      return load(message.files, message.name, { files: message.files.size, cached: 0, downloaded: 0 });
-    case 'load-url': {
-      const report = (text, done, total) => post({ type: 'load-status', text, done, total });
-      const fetched = await fetchModel(message.base, report);
-      const name = message.base.split('/').filter(Boolean).filter((p) => !['resolve', 'main'].includes(p)).pop();
-      const { files, ...counts } = fetched;
-      return load(files, name, { files: files.size, ...counts });
-    }
+    case 'load':
+      return load(message.model, message.vae);
     case 'invert':
       return invert(message.image, message.settings);
     case 'edit':

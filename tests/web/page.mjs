@@ -16,9 +16,15 @@
 //   4. edits that inversion's seed in the Edit panel: first with a blend word in neither prompt, which must fail
 //      with the one-line error naming it (data-edit="failed"), then with the case's prompt with one word swapped
 //      (EDIT_PROMPT, steps the seed's), which must finish (data-edit="done") and download a PNG of the case's size
-//      that differs from the reconstruction.
-// Exit code 0 is a pass. Outputs in target/web-test/: seed.safetensors, reconstruction.png, edit.png, finished.png
-// (after the inversion) and edited.png (after the edit), or failed.png.
+//      that differs from the reconstruction;
+//   5. loads the tiny model as one checkpoint (tests/fixtures/single-file/tiny-sd.safetensors, LDM keys) picked
+//      with the tiny model's config, tokenizer and scheduler files (#model-files; it is not SD1.x-sized), and
+//      makes the same edit of the same seed: the PNG must be the folder's (within 1/255 per value); then picks the
+//      replacement VAE tests/fixtures/single-file/tiny-vae/ (#vae-folder, another random VAE), which reloads the
+//      checkpoint with it, and edits once more: the PNG must differ ($FPI_WEB_SKIP_SINGLE_FILE=1 skips this).
+// Exit code 0 is a pass. Outputs in target/web-test/: seed.safetensors, reconstruction.png, edit.png,
+// edit-checkpoint.png, edit-vae.png, finished.png (after the inversion) and edited.png (after the edit), or
+// failed.png.
 // Chromium runs with the flags the wasm32 tests use (crates/fpi-web/webdriver.json).
 // Environment: FPI_CHROMIUM (default: webdriver.json's binary), FPI_WEB_TIMEOUT_S (the inversion's limit, default
 // 600), FPI_WEB_REFERENCE (the folder of web-case.safetensors and web-case.json, default tests/fixtures/reference).
@@ -29,12 +35,13 @@ import path from 'node:path';
 import zlib from 'node:zlib';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
-import { presentFiles } from '../../web/model-files.js';
+import { CHECKPOINT_CONFIGS, presentFiles } from '../../web/model-files.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const site = path.resolve(process.argv[2] ?? process.env.FPI_SITE ?? path.join(root, 'target/site'));
 const fixtures = path.join(root, 'tests/fixtures');
 const tinyModel = path.join(fixtures, 'tiny-sd');
+const singleFile = path.join(fixtures, 'single-file');
 const referenceDir = path.resolve(process.env.FPI_WEB_REFERENCE ?? path.join(fixtures, 'reference'));
 const outDir = path.join(root, 'target/web-test');
 const chromeOptions = readJson(path.join(root, 'crates/fpi-web/webdriver.json'))['goog:chromeOptions'];
@@ -44,9 +51,13 @@ const loadTimeout = 300_000;
 
 const MAX_SEED_ERROR = 1e-4;
 const MAX_PSNR_DIFF = 0.05;
+/** The largest difference (of 255) allowed between the checkpoint's edit and the folder's: the same model. */
+const MAX_CHECKPOINT_DIFF = 1;
 
 /** The tiny model's files that Model.load needs (web/model-files.js's list, as tests/fixtures/tiny-sd has them). */
 const TINY_FILES = presentFiles((rel) => fs.existsSync(path.join(tinyModel, rel)));
+/** The tiny model's config, tokenizer and scheduler files: what its checkpoint needs along (it is not SD1.x-sized). */
+const TINY_CONFIGS = CHECKPOINT_CONFIGS.filter((rel) => fs.existsSync(path.join(tinyModel, rel)));
 
 /** The edit's target prompt: the case's ("a man with a camera") with one word swapped. */
 const EDIT_PROMPT = 'a man with a guitar';
@@ -403,6 +414,74 @@ async function editCase(page, testCase) {
   return good.seconds;
 }
 
+/** How two PNGs of one shape differ: { max, mean } of |Δ| over all values (of 255), and how many differ. */
+function pngDiff(a, b) {
+  check(a.width === b.width && a.height === b.height && a.channels === b.channels,
+    `${a.width}×${a.height}×${a.channels} and ${b.width}×${b.height}×${b.channels} differ in shape`);
+  let [max, sum, changed] = [0, 0, 0];
+  for (let i = 0; i < a.pixels.length; i += 1) {
+    const d = Math.abs(a.pixels[i] - b.pixels[i]);
+    [max, sum, changed] = [Math.max(max, d), sum + d, changed + (d > 0)];
+  }
+  return { max, mean: sum / a.pixels.length, changed, of: a.pixels.length };
+}
+
+/**
+ * Waits until the model loaded with #model-info's data-`key` = `value` (a load that the page starts after reading
+ * files, while the previous model still shows as loaded), or failed; returns #model-info's data and text.
+ */
+async function waitModelWith(page, key, value) {
+  await page.waitForFunction(
+    ([k, v]) => (document.body.dataset.model === 'loaded' && document.getElementById('model-info').dataset[k] === v)
+      || document.body.dataset.model === 'failed' || document.getElementById('status').className === 'error',
+    [key, value],
+    { timeout: loadTimeout },
+  );
+  return waitModel(page);
+}
+
+/** The edit of the seed shown, as editCase's second one (EDIT_PROMPT, no blend), saved as target/web-test/`saveAs`. */
+async function editAgain(page, testCase, saveAs) {
+  const stem = path.basename(testCase.image).replace(/\.[^.]*$/, '');
+  await page.fill('#edit-prompt', EDIT_PROMPT);
+  await page.fill('#edit-blend', '');
+  const run = await runEdit(page);
+  check(run.edit === 'done', `the edit did not finish (data-edit=${run.edit}): ${run.error || run.status}`);
+  return { png: readPng(await download(page, '#download-edit', `${stem}-edit.png`, saveAs)), seconds: run.seconds };
+}
+
+/**
+ * The tiny model as one checkpoint with its configs (step 5 above): the same edit as the folder's gives the same
+ * PNG; a replacement VAE changes it. Returns the seconds of each part.
+ */
+async function checkSingleFile(page, testCase) {
+  const folderEdit = readPng(path.join(outDir, 'edit.png'));
+  let start = Date.now();
+  await page.setInputFiles('#model-files', [path.join(singleFile, 'tiny-sd.safetensors'), ...TINY_CONFIGS.map((rel) => path.join(tinyModel, rel))]);
+  const info = await waitModelWith(page, 'format', 'checkpoint');
+  const load = (Date.now() - start) / 1000;
+  log(`checkpoint load: ${info.text} (${load.toFixed(1)} s)`);
+  check(info.name === 'tiny-sd' && info.vae === '', `the checkpoint should be 'tiny-sd' with its own VAE: ${info.text}`);
+  check(await page.isEnabled('#edit'), 'the Edit panel does not edit the seed with the new model');
+
+  const edit = await editAgain(page, testCase, 'edit-checkpoint.png');
+  const same = pngDiff(edit.png, folderEdit);
+  log(`checkpoint's edit vs the folder's: max |Δ| ${same.max}, ${same.changed} of ${same.of} values differ (${edit.seconds.toFixed(1)} s)`);
+  check(same.max <= MAX_CHECKPOINT_DIFF, `the checkpoint's edit differs from the folder's by up to ${same.max} of 255 (limit ${MAX_CHECKPOINT_DIFF}): not the same model`);
+
+  start = Date.now();
+  await page.setInputFiles('#vae-folder', path.join(singleFile, 'tiny-vae'));
+  const withVae = await waitModelWith(page, 'vae', 'tiny-vae');
+  const reload = (Date.now() - start) / 1000;
+  log(`with the replacement VAE: ${withVae.text} (${reload.toFixed(1)} s)`);
+  check(withVae.format === 'checkpoint' && withVae.name === 'tiny-sd', `choosing a VAE should reload the checkpoint: ${withVae.text}`);
+  const vaeEdit = await editAgain(page, testCase, 'edit-vae.png');
+  const other = pngDiff(vaeEdit.png, edit.png);
+  log(`edit with tiny-vae vs the model's own VAE: mean |Δ| ${other.mean.toFixed(2)} of 255, ${other.changed} of ${other.of} values differ (${vaeEdit.seconds.toFixed(1)} s)`);
+  check(other.changed > 0, 'the replacement VAE did not change the edit');
+  return { load, edit: edit.seconds, reload, vaeEdit: vaeEdit.seconds };
+}
+
 /** The version fpi records in seeds: the workspace's, from Cargo.toml. */
 function fpiVersion() {
   const toml = fs.readFileSync(path.join(root, 'Cargo.toml'), 'utf8');
@@ -477,7 +556,8 @@ async function main() {
   }
   const testCase = readJson(path.join(fixtures, 'web-case.json'));
   fs.mkdirSync(outDir, { recursive: true });
-  for (const old of ['seed.safetensors', 'reconstruction.png', 'edit.png', 'finished.png', 'edited.png', 'failed.png']) fs.rmSync(path.join(outDir, old), { force: true });
+  const outputs = ['seed.safetensors', 'reconstruction.png', 'edit.png', 'edit-checkpoint.png', 'edit-vae.png', 'finished.png', 'edited.png', 'failed.png'];
+  for (const old of outputs) fs.rmSync(path.join(outDir, old), { force: true });
 
   const server = await serve();
   const origin = `http://127.0.0.1:${server.address().port}`;
@@ -507,6 +587,13 @@ async function main() {
     await screenshot(page, 'edited.png');
     log('saved target/web-test/edit.png, reconstruction.png and edited.png');
     console.log(`web page: edit "${EDIT_PROMPT}" ${editSeconds.toFixed(1)} s, all ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+    if (process.env.FPI_WEB_SKIP_SINGLE_FILE !== '1') {
+      const t = await checkSingleFile(page, testCase);
+      console.log(
+        `web page: checkpoint load ${t.load.toFixed(1)} s, its edit ${t.edit.toFixed(1)} s; with tiny-vae: reload ` +
+          `${t.reload.toFixed(1)} s, edit ${t.vaeEdit.toFixed(1)} s; all ${((Date.now() - t0) / 1000).toFixed(1)} s`,
+      );
+    }
     console.log('PASS');
   } catch (e) {
     await screenshot(page, 'failed.png').catch(() => {});

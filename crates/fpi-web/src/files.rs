@@ -37,7 +37,7 @@ impl BlobFiles {
     /// (any other weights file there makes it ambiguous), whose configs are the other files when there are any,
     /// else SD1.x's.
     pub async fn into_form(self) -> Result<Form<BlobFiles>> {
-        let folder_weights = |k: &String| k.starts_with("diffusion_pytorch_model") || k.starts_with("model.");
+        let folder_weights = |k: &String| k.starts_with("diffusion_pytorch_model");
         let checkpoints: Vec<String> = self
             .files
             .keys()
