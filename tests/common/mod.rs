@@ -81,6 +81,13 @@ impl References {
         (values, view.shape().to_vec())
     }
 
+    /// A float64 tensor's values.
+    pub fn doubles(&self, key: &str) -> Vec<f64> {
+        let view = self.view(key);
+        assert_eq!(view.dtype(), safetensors::Dtype::F64, "{key}");
+        view.data().chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().unwrap())).collect()
+    }
+
     /// An integer tensor as i64 values.
     pub fn ints(&self, key: &str) -> Vec<i64> {
         let view = self.view(key);

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use fpi_core::seed_space::{CentroidMethod, PathMethod};
 use fpi_core::settings::{InvertSettings, Method, SettingsError};
 use fpi_models::device::Backend;
 use fpi_pipeline::edit::{EditMode, EditSettings};
@@ -28,6 +29,10 @@ pub enum Command {
     Edit(EditArgs),
     /// Generate an image from random or given initial latents.
     Generate(GenerateArgs),
+    /// Frames between two seeds: their seeds, their images and a strip of them all.
+    Interpolate(InterpolateArgs),
+    /// The centre of several seeds (e.g. inverted photos of one concept), as a seed and optionally its image.
+    Centroid(CentroidArgs),
     /// List the devices found and their adapter limits.
     Info,
     /// Time the model's parts and one full inversion.
@@ -236,17 +241,82 @@ pub struct ReconstructArgs {
     /// A seed file written by `fpi invert` (or any safetensors file with `latents` [1, 4, h, w]).
     #[arg(long)]
     pub seed: PathBuf,
+    #[command(flatten)]
+    pub sampling: SamplingOptions,
+    #[command(flatten)]
+    pub outputs: SampleOutputs,
+}
+
+/// How to sample a seed; each defaults to what the seed records (a file without fpi's metadata: no prompt, 50
+/// steps, guidance 1).
+#[derive(Args, Debug)]
+pub struct SamplingOptions {
     /// The prompt (default: the seed's).
     #[arg(long)]
     pub prompt: Option<String>,
     /// Guidance scale (default: the seed's).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub guidance: Option<f64>,
     /// DDIM steps (default: the seed's).
     #[arg(long)]
     pub steps: Option<usize>,
+}
+
+/// `fpi interpolate`'s options.
+#[derive(Args, Debug)]
+pub struct InterpolateArgs {
     #[command(flatten)]
-    pub outputs: SampleOutputs,
+    pub common: Common,
+    /// The first seed (frame 0): a seed file.
+    #[arg(long)]
+    pub from: PathBuf,
+    /// The last seed.
+    #[arg(long)]
+    pub to: PathBuf,
+    /// Frames, both seeds included (at least 2).
+    #[arg(long, default_value_t = 9)]
+    pub points: usize,
+    /// nao (a path kept where Gaussian seeds are likely, NAO), slerp or lerp (a straight line: its middle frames
+    /// leave the seeds' shell and come out flat).
+    #[arg(long, default_value = "nao", value_parser = parse_path_method)]
+    pub method: PathMethod,
+    /// Sample every frame with these (default: the first seed's; a warning when the second seed's prompt differs).
+    #[command(flatten)]
+    pub sampling: SamplingOptions,
+    /// The folder to write the frames' seeds (000.safetensors, …), images (000.png, …) and strip.png (every frame
+    /// side by side) into; made if missing.
+    #[arg(long)]
+    pub output_dir: PathBuf,
+}
+
+/// `fpi centroid`'s options.
+#[derive(Args, Debug)]
+pub struct CentroidArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// The seed files (at least 2), all of one size.
+    #[arg(required = true)]
+    pub seeds: Vec<PathBuf>,
+    /// nao (NAO's optimised centroid, on the seeds' shell), mean (Σxᵢ/√K) or shell (the mean scaled to √(d−1)).
+    #[arg(long, default_value = "nao", value_parser = parse_centroid_method)]
+    pub method: CentroidMethod,
+    /// Sample the centroid with these (default: the first seed's).
+    #[command(flatten)]
+    pub sampling: SamplingOptions,
+    /// The centroid's seed file to write.
+    #[arg(long)]
+    pub output: PathBuf,
+    /// Also sample it into this image (PNG).
+    #[arg(long)]
+    pub image: Option<PathBuf>,
+}
+
+fn parse_path_method(name: &str) -> Result<PathMethod, String> {
+    name.parse()
+}
+
+fn parse_centroid_method(name: &str) -> Result<CentroidMethod, String> {
+    name.parse()
 }
 
 /// `fpi generate`'s options.

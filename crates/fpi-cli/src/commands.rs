@@ -17,10 +17,12 @@ use rand_distr::{Distribution as _, StandardNormal};
 
 use crate::args::{
     BenchArgs, Cli, Command, Common, EditArgs, GenerateArgs, InvertArgs, ReconstructArgs, SampleOutputs,
+    SamplingOptions,
 };
+use crate::derived;
 use crate::failure::{AtPath, Failure, at};
-use crate::model::choose;
 use crate::files::{check_writable, read_file, write_atomic};
+use crate::model::choose;
 use crate::progress::Bars;
 
 /// Runs a parsed command line; errors are one line for the user.
@@ -30,13 +32,15 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Reconstruct(args) => reconstruct(args),
         Command::Edit(args) => edit(args),
         Command::Generate(args) => generate(args),
+        Command::Interpolate(args) => derived::interpolate(args),
+        Command::Centroid(args) => derived::centroid(args),
         Command::Info => info(),
         Command::Bench(args) => bench(args),
     }
 }
 
 /// The model `common` names, loaded, and its name for seed files.
-fn load(common: &Common) -> Result<(Pipeline, String), Failure> {
+pub(crate) fn load(common: &Common) -> Result<(Pipeline, String), Failure> {
     let model = choose(common)?;
     let backend = common.device.resolve();
     if !common.quiet {
@@ -58,15 +62,15 @@ fn read_image(path: &Path) -> Result<RgbImage, Failure> {
     image_io::decode(&read_file(path)?).map_err(|e| at(path, PipelineError::from(e)))
 }
 
-fn read_seed(path: &Path) -> Result<Seed, Failure> {
+pub(crate) fn read_seed(path: &Path) -> Result<Seed, Failure> {
     Seed::from_bytes(&read_file(path)?).at(path)
 }
 
-fn write_png(path: &Path, image: &RgbImage) -> Result<(), Failure> {
+pub(crate) fn write_png(path: &Path, image: &RgbImage) -> Result<(), Failure> {
     write_atomic(path, &image_io::encode_png(image))
 }
 
-fn check_outputs<'a>(paths: impl IntoIterator<Item = &'a Path>) -> Result<(), Failure> {
+pub(crate) fn check_outputs<'a>(paths: impl IntoIterator<Item = &'a Path>) -> Result<(), Failure> {
     paths.into_iter().try_for_each(check_writable)
 }
 
@@ -130,21 +134,44 @@ fn invert(args: InvertArgs) -> Result<(), Failure> {
 fn reconstruct(args: ReconstructArgs) -> Result<(), Failure> {
     check_outputs(args.outputs.paths())?;
     let seed = read_seed(&args.seed)?;
-    // Unset options take the seed's settings; a file without fpi's metadata samples unconditionally.
-    let recorded = seed.info.as_ref().map(|info| &info.settings);
-    let prompt = args.prompt.clone().or_else(|| recorded.map(|s| s.prompt.clone())).unwrap_or_default();
-    let guidance = args.guidance.or(recorded.map(|s| s.guidance)).unwrap_or(1.0);
-    let steps = args.steps.or(recorded.map(|s| s.steps)).unwrap_or(InvertSettings::default().steps);
-    // A bad value from the seed is the seed's fault, not an option's.
-    let from_seed = |e: SettingsError| match (e.setting(), args.steps, args.guidance) {
-        (Setting::Steps, None, _) | (Setting::Guidance, _, None) => at(&args.seed, format_args!("metadata {e}")),
-        _ => e.into(),
-    };
-    check_guidance(guidance).map_err(from_seed)?;
+    let sampling = Sampling::of(&seed, &args.seed, &args.sampling)?;
     let (pipeline, _) = load(&args.common)?;
-    pipeline.check_steps(steps).map_err(from_seed)?;
+    sampling.check(&pipeline, &args.seed, &args.sampling)?;
     let latents = pipeline.seed_tensor(&seed).at(&args.seed)?;
+    let Sampling { prompt, steps, guidance } = sampling;
     sample_and_write(&pipeline, latents, &prompt, steps, guidance, args.common.quiet, &args.outputs)
+}
+
+/// The prompt, steps and guidance to sample a seed with.
+pub(crate) struct Sampling {
+    pub prompt: String,
+    pub steps: usize,
+    pub guidance: f64,
+}
+
+impl Sampling {
+    /// The options given, else what `seed` (read from `path`) records, else no prompt, 50 steps and guidance 1.
+    pub fn of(seed: &Seed, path: &Path, options: &SamplingOptions) -> Result<Self, Failure> {
+        let recorded = seed.info.as_ref().map(|info| &info.settings);
+        let prompt = options.prompt.clone().or_else(|| recorded.map(|s| s.prompt.clone())).unwrap_or_default();
+        let guidance = options.guidance.or(recorded.map(|s| s.guidance)).unwrap_or(1.0);
+        let steps = options.steps.or(recorded.map(|s| s.steps)).unwrap_or(InvertSettings::default().steps);
+        check_guidance(guidance).map_err(|e| Self::blame(e, path, options))?;
+        Ok(Self { prompt, steps, guidance })
+    }
+
+    /// Checks the steps against the model's schedule.
+    pub fn check(&self, pipeline: &Pipeline, path: &Path, options: &SamplingOptions) -> Result<(), Failure> {
+        pipeline.check_steps(self.steps).map(|_| ()).map_err(|e| Self::blame(e, path, options))
+    }
+
+    /// A bad value from the seed is the seed's fault, not an option's.
+    fn blame(e: SettingsError, path: &Path, options: &SamplingOptions) -> Failure {
+        match (e.setting(), options.steps, options.guidance) {
+            (Setting::Steps, None, _) | (Setting::Guidance, _, None) => at(path, format_args!("metadata {e}")),
+            _ => e.into(),
+        }
+    }
 }
 
 fn sample_and_write(

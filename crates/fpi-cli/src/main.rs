@@ -5,6 +5,8 @@ mod args;
 #[cfg(not(target_family = "wasm"))]
 mod commands;
 #[cfg(not(target_family = "wasm"))]
+mod derived;
+#[cfg(not(target_family = "wasm"))]
 mod failure;
 #[cfg(not(target_family = "wasm"))]
 mod files;

@@ -8,5 +8,6 @@ pub mod metrics;
 pub mod predictor;
 pub mod schedule;
 pub mod seed;
+pub mod seed_space;
 pub mod settings;
 pub mod solver;

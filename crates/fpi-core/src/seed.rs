@@ -6,30 +6,84 @@ use std::collections::HashMap;
 use safetensors::tensor::{Dtype, TensorView};
 use serde::{Deserialize, Serialize};
 
+use crate::seed_space::{CentroidMethod, PathMethod};
 use crate::settings::InvertSettings;
 
-/// How a seed was made: the inversion settings, the model and the fpi version. Stored flat as the safetensors
-/// metadata (all values as strings, as the format requires).
+/// How a seed was made: the inversion settings, the model and the fpi version, and for a seed made from other seeds,
+/// how. Stored flat as the safetensors metadata (all values as strings, as the format requires; the derivation as
+/// JSON text).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SeedInfo {
-    /// The settings it was inverted with.
+    /// The settings it was inverted with; for a derived seed, its first source's with the prompt, steps and
+    /// guidance it is meant to be sampled with.
     #[serde(flatten)]
     pub settings: InvertSettings,
     /// The model's name (a folder's name or a hub id; never a local path, as seeds are shared).
     pub model: String,
     /// The fpi version that made it.
     pub fpi_version: String,
+    /// For a seed made from other seeds (interpolation, centroid): how.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub derivation: Option<Derivation>,
+}
+
+/// How a seed was made from other seeds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "operation", rename_all = "lowercase")]
+pub enum Derivation {
+    /// Frame `frame` (from 0) of `frames` on a path between two seeds.
+    Interpolation {
+        /// The path's method.
+        method: PathMethod,
+        /// The two seeds' file names.
+        sources: [String; 2],
+        /// This frame's place on the path, from 0 (the first seed).
+        frame: usize,
+        /// Frames on the path, both seeds included.
+        frames: usize,
+    },
+    /// The centre of seeds.
+    Centroid {
+        /// The centroid's method.
+        method: CentroidMethod,
+        /// The seeds' file names.
+        sources: Vec<String>,
+    },
 }
 
 impl SeedInfo {
     /// The record of an inversion with `settings` on the model called `model` by this fpi version.
     pub fn new(settings: InvertSettings, model: impl Into<String>) -> Self {
-        Self { settings, model: model.into(), fpi_version: env!("CARGO_PKG_VERSION").into() }
+        Self { settings, model: model.into(), fpi_version: env!("CARGO_PKG_VERSION").into(), derivation: None }
+    }
+
+    /// The record of a seed made by `derivation`, to be sampled with `settings`, on the model called `model`.
+    pub fn derived(settings: InvertSettings, model: impl Into<String>, derivation: Derivation) -> Self {
+        Self { derivation: Some(derivation), ..Self::new(settings, model) }
+    }
+
+    /// The settings a seed made from others records, `first` being its first source: `first`'s (for a file without
+    /// fpi's metadata, the defaults at the image size its latents make, `latent_factor` pixels per latent), with the
+    /// `prompt`, `steps` and `guidance` it is sampled with.
+    pub fn derived_settings(
+        first: &Seed,
+        latent_factor: usize,
+        prompt: impl Into<String>,
+        steps: usize,
+        guidance: f64,
+    ) -> InvertSettings {
+        let base = first.info.as_ref().map_or_else(
+            || InvertSettings { size: first.shape[3] * latent_factor, ..InvertSettings::default() },
+            |info| info.settings.clone(),
+        );
+        InvertSettings { prompt: prompt.into(), steps, guidance, ..base }
     }
 }
 
-/// Metadata keys whose values are text; the others hold numbers.
+/// Metadata keys whose values are text; the others hold numbers (and `derivation`, JSON).
 const TEXT_KEYS: [&str; 4] = ["prompt", "method", "model", "fpi_version"];
+/// The metadata key of a derived seed's [`Derivation`], as JSON text.
+const DERIVATION_KEY: &str = "derivation";
 /// Metadata keys whose values are numbers.
 const NUMBER_KEYS: [&str; 6] = ["size", "steps", "guidance", "iterations", "tolerance", "adjust"];
 
@@ -116,6 +170,8 @@ fn parse_info(map: &HashMap<String, String>) -> Result<Option<SeedInfo>, SeedErr
     for (key, value) in map {
         if TEXT_KEYS.contains(&key.as_str()) {
             json.insert(key.clone(), value.clone().into());
+        } else if key == DERIVATION_KEY {
+            json.insert(key.clone(), serde_json::from_str(value).map_err(SeedError::Metadata)?);
         } else if NUMBER_KEYS.contains(&key.as_str()) {
             let number: serde_json::Number =
                 value.parse().map_err(|_| SeedError::NotANumber { key: key.clone(), value: value.clone() })?;
@@ -178,6 +234,37 @@ mod tests {
         ];
         assert_eq!(map, expected.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
         assert!(metadata(&seed(None).to_bytes()).is_empty());
+    }
+
+    #[test]
+    fn a_derived_seed_reads_back_with_its_derivation_as_json_text() {
+        let derivation = Derivation::Interpolation {
+            method: PathMethod::Nao,
+            sources: ["a.safetensors".into(), "b, \"2\".safetensors".into()],
+            frame: 3,
+            frames: 9,
+        };
+        let original = seed(Some(SeedInfo::derived(inverted().settings, "org/model", derivation)));
+        let bytes = original.to_bytes();
+        assert_eq!(Seed::from_bytes(&bytes).unwrap(), original);
+        let json: serde_json::Value = serde_json::from_str(&metadata(&bytes)["derivation"]).unwrap();
+        assert_eq!(json["operation"], "interpolation");
+        assert_eq!(json["sources"][1], "b, \"2\".safetensors");
+        let centroid = Derivation::Centroid { method: CentroidMethod::Shell, sources: vec!["x".into(); 3] };
+        let original = seed(Some(SeedInfo::derived(inverted().settings, "m", centroid)));
+        assert_eq!(Seed::from_bytes(&original.to_bytes()).unwrap(), original);
+    }
+
+    #[test]
+    fn a_derived_seed_records_its_first_sources_settings_with_its_sampling() {
+        let first = seed(Some(inverted()));
+        let settings = SeedInfo::derived_settings(&first, 8, "a dog", 20, 3.0);
+        let expected = InvertSettings { prompt: "a dog".into(), steps: 20, guidance: 3.0, ..inverted().settings };
+        assert_eq!(settings, expected);
+        // Without fpi's metadata: the defaults at the latents' size (2 latents × 8 pixels).
+        let settings = SeedInfo::derived_settings(&seed(None), 8, "", 50, 1.0);
+        let expected = InvertSettings { prompt: String::new(), size: 16, steps: 50, guidance: 1.0, ..InvertSettings::default() };
+        assert_eq!(settings, expected);
     }
 
     #[test]

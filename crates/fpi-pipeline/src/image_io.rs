@@ -52,3 +52,16 @@ pub fn encode_png(image: &RgbImage) -> Vec<u8> {
     image.write_to(&mut bytes, image::ImageFormat::Png).expect("PNG encoding to memory");
     bytes.into_inner()
 }
+
+/// `frames` side by side, left to right, top-aligned (for a strip of interpolation frames).
+pub fn strip(frames: &[RgbImage]) -> RgbImage {
+    let width = frames.iter().map(RgbImage::width).sum();
+    let height = frames.iter().map(RgbImage::height).max().unwrap_or(0);
+    let mut strip = RgbImage::new(width, height);
+    let mut x = 0;
+    for frame in frames {
+        image::imageops::replace(&mut strip, frame, x.into(), 0);
+        x += frame.width();
+    }
+    strip
+}
