@@ -1,7 +1,6 @@
 //! Seed interpolation and centroids against `tests/reference/make_nao_reference.py` (a float64 port of the
 //! authors' NAO objective and optimiser, `nao/norm_aware_optimization.py` in dvirsamuel/SeedSelect, with the issue's
-//! definitions): g(r) against `math.lgamma`, lerp and slerp against their formulas, the gradient against autograd,
-//! and NAO paths and centroids from the reference's own starting points to within 1 % of its objective, with the
+//! definitions): g(r) against `math.lgamma`, lerp and slerp against their formulas, and NAO paths and centroids from the reference's own starting points to within 1 % of its objective, with the
 //! points' norms in its band.
 
 mod common;
@@ -77,6 +76,11 @@ fn paths_reach_the_reference_objective_within_one_percent() {
             ((d - 1) as f64).sqrt()
         );
         assert!((path.objective - reference).abs() <= 0.01 * reference.abs(), "{name}: objective {}", path.objective);
+        assert!(
+            path.iterations.abs_diff(iterations as usize) <= 1,
+            "{name}: {} steps, reference {iterations}",
+            path.iterations
+        );
         let slack = 0.01 * high;
         assert!(
             norms.iter().all(|&r| r >= low - slack && r <= high + slack),

@@ -177,6 +177,12 @@ fn pickles_truncated_files_and_unknown_keys_are_refused() {
     std::fs::write(&disguised, [0x80, 0x02, b'c', b'_']).unwrap();
     assert!(open_err(&disguised).contains("PyTorch pickle"));
 
+    // A valid file whose header length starts with the byte a pickle starts with (0x80) is not one.
+    let key = format!("model.diffusion_model.{}", "x".repeat(46));
+    let not_a_pickle = write_checkpoint(d, "header-0x80.safetensors", &[(key.as_str(), &[1])]);
+    assert_eq!(std::fs::read(&not_a_pickle).unwrap()[0], 0x80, "the header length must start with 0x80");
+    assert!(!open_err(&not_a_pickle).contains("pickle"));
+
     let whole = std::fs::read(single_file("tiny-sd.safetensors")).unwrap();
     let truncated = d.join("truncated.safetensors");
     std::fs::write(&truncated, &whole[..whole.len() / 2]).unwrap();

@@ -64,11 +64,12 @@ pub fn lerp(a: &[f32], b: &[f32], t: f64) -> Point {
 }
 
 /// Spherical interpolation of the raw vectors by the angle between their directions, θ = arccos(â·b̂):
-/// sin((1−t)θ)/sin θ · a + sin(tθ)/sin θ · b; [`lerp`] when the directions are nearly parallel (|cos θ| > 0.9995).
+/// sin((1−t)θ)/sin θ · a + sin(tθ)/sin θ · b; [`lerp`] when the directions are nearly parallel or opposite
+/// (|cos θ| > 0.9995), or one is zero.
 pub fn slerp(a: &[f32], b: &[f32], t: f64) -> Point {
     let (a64, b64) = (to_f64(a), to_f64(b));
     let cos = a64.iter().zip(&b64).map(|(x, y)| x * y).sum::<f64>() / (norm(&a64) * norm(&b64));
-    if cos.abs() > 0.9995 {
+    if !(cos.abs() <= 0.9995) {
         return lerp(a, b, t);
     }
     let theta = cos.acos();
@@ -76,13 +77,14 @@ pub fn slerp(a: &[f32], b: &[f32], t: f64) -> Point {
     a64.iter().zip(&b64).map(|(x, y)| (wa * x + wb * y) as f32).collect()
 }
 
-/// The normalised mean Σxᵢ/√K (a sum of K standard normal seeds divided by √K is one).
+/// The normalised mean Σxᵢ/√K (a sum of K standard normal seeds divided by √K is one). `seeds` must not be empty.
 pub fn normalized_mean(seeds: &[&[f32]]) -> Point {
     let scale = 1.0 / (seeds.len() as f64).sqrt();
     to_f32(&sum(seeds).iter().map(|x| x * scale).collect::<Vec<_>>())
 }
 
-/// The mean x̄ moved onto the shell: √(d−1)·x̄/‖x̄‖.
+/// The mean x̄ moved onto the shell: √(d−1)·x̄/‖x̄‖ (not finite when the seeds sum to zero). `seeds` must not be
+/// empty.
 pub fn shell_mean(seeds: &[&[f32]]) -> Point {
     let total = sum(seeds);
     let scale = ((total.len() as f64) - 1.0).sqrt() / norm(&total);
@@ -90,6 +92,7 @@ pub fn shell_mean(seeds: &[&[f32]]) -> Point {
 }
 
 fn sum(seeds: &[&[f32]]) -> Vec<f64> {
+    assert!(!seeds.is_empty(), "a mean of no seeds");
     let mut total = vec![0.0; seeds[0].len()];
     for seed in seeds {
         total.iter_mut().zip(seed.iter()).for_each(|(t, &x)| *t += x as f64);
@@ -163,8 +166,9 @@ const NAO_SEED: u64 = 0;
 /// Points on each path from a seed to a NAO centroid, both ends included.
 pub const CENTROID_PATH_POINTS: usize = 9;
 
-/// `points` seeds from `a` to `b` (both included) by `method`.
+/// `points` seeds from `a` to `b` (both included, so `points` ≥ 2) by `method`.
 pub fn interpolate(a: &[f32], b: &[f32], points: usize, method: PathMethod) -> Vec<Point> {
+    assert!(points >= 2, "an interpolation has both its seeds");
     let t = |i: usize| i as f64 / (points - 1) as f64;
     match method {
         PathMethod::Nao => nao_path(a, b, points, &NaoOptions::path(), NAO_SEED).points,
@@ -229,6 +233,7 @@ pub struct NaoCentroid {
 /// NAO's path of `n` points from `a` to `b` (n ≥ 2): it starts on the chord, its interior points moved by seeded
 /// uniform noise in [0, 0.01) (so a run is deterministic), and keeps every segment where seeds are likely.
 pub fn nao_path(a: &[f32], b: &[f32], n: usize, options: &NaoOptions, seed: u64) -> NaoPath {
+    assert!(n >= 2, "a path has both its ends");
     let mut noise = Noise(seed);
     let init: Vec<Point> = (1..n - 1).map(|i| noise.add(lerp(a, b, i as f64 / (n - 1) as f64))).collect();
     nao_path_from(a, b, &init, options)
@@ -251,6 +256,7 @@ pub fn nao_path_from(a: &[f32], b: &[f32], init: &[Point], options: &NaoOptions)
 /// NAO's centroid of `seeds` (at least 2), reached from each by a path of `n` points: it starts at the slerp
 /// midpoint (2 seeds) or the mean, the paths on their chords plus seeded noise as in [`nao_path`].
 pub fn nao_centroid(seeds: &[&[f32]], n: usize, options: &NaoOptions, seed: u64) -> NaoCentroid {
+    assert!(seeds.len() >= 2 && n >= 2, "a centroid of at least 2 seeds, by paths with both their ends");
     let start = match seeds {
         [a, b] => slerp(a, b, 0.5),
         _ => to_f32(&sum(seeds).iter().map(|x| x / seeds.len() as f64).collect::<Vec<_>>()),
@@ -266,6 +272,7 @@ pub fn nao_centroid(seeds: &[&[f32]], n: usize, options: &NaoOptions, seed: u64)
 /// NAO's centroid of `seeds` from the centroid `start` and each path's interior points `init` at the start. Each
 /// path's ε is 2‖seed − start‖/n.
 pub fn nao_centroid_from(seeds: &[&[f32]], start: &[f32], init: &[Vec<Point>], options: &NaoOptions) -> NaoCentroid {
+    assert!(seeds.len() >= 2 && init.len() == seeds.len(), "a centroid of at least 2 seeds, a path from each");
     let m = init[0].len();
     let n = m + 2;
     let start64 = to_f64(start);
@@ -326,7 +333,7 @@ struct Problem {
 impl Problem {
     /// The objective and its gradient with respect to the free points.
     fn objective(&self, free: &[Vec<f64>], penalty: f64) -> (f64, Vec<Vec<f64>>) {
-        let d = free.first().map_or(0, Vec::len);
+        let d = self.fixed[0].len();
         let point = |r: Ref| match r {
             Ref::Fixed(i) => &self.fixed[i],
             Ref::Free(i) => &free[i],
@@ -342,8 +349,11 @@ impl Problem {
                 let over = length > chain.eps;
                 total += -length * chi_log_density(rho, d) + if over { penalty * (length - chain.eps) } else { 0.0 };
                 // ∂/∂q: −(u·g(ρ) + L·g′(ρ)·m/(2ρ)) + λ·[L > ε]·u with u = (q − p)/L; ∂/∂p the same with −u.
-                let along = -chi_log_density(rho, d) + if over { penalty } else { 0.0 };
-                let across = -length * chi_log_density_slope(rho, d) / (2.0 * rho);
+                // A segment of no length, or whose midpoint is the origin, has no direction to move along.
+                let along =
+                    if length > 0.0 { -chi_log_density(rho, d) + if over { penalty } else { 0.0 } } else { 0.0 };
+                let across = if rho > 0.0 { -length * chi_log_density_slope(rho, d) / (2.0 * rho) } else { 0.0 };
+                let length = length.max(f64::MIN_POSITIVE);
                 for (r, sign) in [(pair[0], -1.0), (pair[1], 1.0)] {
                     if let Ref::Free(i) = r {
                         for ((g, s), m) in grad[i].iter_mut().zip(&step).zip(&mid) {
@@ -366,6 +376,9 @@ impl Problem {
     /// returns the points, the objective there and the steps taken.
     fn minimise(&self, mut free: Vec<Vec<f64>>, options: &NaoOptions) -> (Vec<Vec<f64>>, f64, usize) {
         const BETAS: (f64, f64) = (0.9, 0.999);
+        if free.is_empty() {
+            return (free, self.objective(&[], options.penalty).0, 0);
+        }
         let mut m: Vec<Vec<f64>> = free.iter().map(|p| vec![0.0; p.len()]).collect();
         let mut v = m.clone();
         let (mut previous, mut calm, mut steps) = (f64::INFINITY, 0, 0);

@@ -34,8 +34,8 @@ const IGNORED: &[&str] = &[
     "cond_stage_model.transformer.text_model.embeddings.position_ids",
     "cond_stage_model.transformer.embeddings.position_ids",
 ];
-/// Prefixes of tensors no model part needs (the EMA copy of the UNet).
-const IGNORED_PREFIXES: &[&str] = &["model_ema."];
+/// Prefixes of tensors no model part needs (the EMA copy of the UNet, a VAE's training loss).
+const IGNORED_PREFIXES: &[&str] = &["model_ema.", "loss."];
 /// How many unknown keys an error lists.
 const LISTED_KEYS: usize = 5;
 
@@ -76,8 +76,11 @@ impl<S: ModelSource> Checkpoint<S> {
     /// folder: `unet/config.json`, …; a VAE's `config.json` may sit at its root) when given, else SD1.x's.
     pub async fn open(source: S, file: &str, configs: Option<&S>) -> Result<Self> {
         let shown = source.display(file);
-        refuse_pickle(&source, file).await?;
-        let header = read_header(&source, file).await?;
+        let header = match read_header(&source, file).await {
+            Ok(header) if !pickle_name(file) => header,
+            Ok(_) => return Err(Error::Pickle { path: shown }),
+            Err(e) => return Err(if pickled(&source, file).await? { Error::Pickle { path: shown } } else { e }),
+        };
         refuse_other_models(&header, &shown)?;
         let parts = parts_of(&header);
         if !(parts.unet || parts.vae || parts.clip) {
@@ -147,7 +150,7 @@ impl<S: ModelSource> Checkpoint<S> {
             renamed.entry(path).or_default().insert(mapped.key, entry);
         }
         if !unknown.is_empty() {
-            let first = unknown.iter().take(LISTED_KEYS).cloned().collect();
+            let first = unknown.iter().take(LISTED_KEYS).map(|k| format!("{k:?}")).collect();
             return Err(Error::UnknownKeys { path: shown, count: unknown.len(), first });
         }
         for (part, path, _) in &tables {
@@ -217,16 +220,20 @@ impl<S: ModelSource> ModelSource for Checkpoint<S> {
     }
 }
 
-/// Refuses PyTorch pickles (`.ckpt`, `.pt`, `.pth`, `.bin`, or a file that starts like one): unpickling runs code.
-async fn refuse_pickle(source: &impl ModelSource, file: &str) -> Result<()> {
-    let pickled_name = [".ckpt", ".pt", ".pth", ".bin"].iter().any(|ext| file.to_lowercase().ends_with(ext));
+/// Whether `file` is named as a PyTorch pickle (`.ckpt`, `.pt`, `.pth`, `.bin`): never loaded, as unpickling runs
+/// code.
+fn pickle_name(file: &str) -> bool {
+    [".ckpt", ".pt", ".pth", ".bin"].iter().any(|ext| file.to_lowercase().ends_with(ext))
+}
+
+/// Whether a file that is not safetensors starts like a PyTorch pickle: a zip archive (torch.save's format since
+/// 1.6) or a pickle's protocol opcode. (Asked only after the safetensors header failed: a valid header's length can
+/// start with 0x80 too.)
+async fn pickled(source: &impl ModelSource, file: &str) -> Result<bool> {
     let start = source.read(file, 0..4).await?;
-    // A zip archive (torch.save's format since 1.6) or a pickle's protocol opcode.
-    let pickled_bytes = start.starts_with(b"PK\x03\x04") || start.first() == Some(&0x80);
-    if pickled_name || pickled_bytes {
-        return Err(Error::Pickle { path: source.display(file) });
-    }
-    Ok(())
+    Ok(pickle_name(file)
+        || start.starts_with(b"PK\x03\x04")
+        || (start.first() == Some(&0x80) && (2..=5).contains(&start.get(1).copied().unwrap_or(0))))
 }
 
 /// Refuses Stable Diffusion models other than SD1.x text-to-image, by their tensors.

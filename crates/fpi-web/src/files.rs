@@ -34,8 +34,8 @@ impl BlobFiles {
     }
 
     /// The model these files hold: a diffusers folder (or a VAE's own folder), or one checkpoint file at the root
-    /// (any other weights file there makes it ambiguous), whose configs are the other files when there are any,
-    /// else SD1.x's.
+    /// (any other weights file there makes it ambiguous), whose configs are the other files when a config is among
+    /// them, else SD1.x's.
     pub async fn into_form(self) -> Result<Form<BlobFiles>> {
         let folder_weights = |k: &String| k.starts_with("diffusion_pytorch_model");
         let checkpoints: Vec<String> = self
@@ -53,8 +53,12 @@ impl BlobFiles {
         }
         let rest: HashMap<String, Blob> =
             self.files.iter().filter(|(k, _)| *k != checkpoint).map(|(k, b)| (k.clone(), b.clone())).collect();
-        let configs = (!rest.is_empty()).then_some(BlobFiles { files: rest });
-        Ok(Form::Checkpoint(Checkpoint::open(BlobFiles { files: self.files.clone() }, checkpoint, configs.as_ref()).await?))
+        // Other files are configs only when a config is among them (a hub repository also holds README.md, …).
+        let has_config = rest.keys().any(|k| k == "config.json" || k.ends_with("/config.json"));
+        let configs = has_config.then_some(BlobFiles { files: rest });
+        Ok(Form::Checkpoint(
+            Checkpoint::open(BlobFiles { files: self.files.clone() }, checkpoint, configs.as_ref()).await?,
+        ))
     }
 
     fn blob(&self, path: &str) -> Result<&Blob> {

@@ -212,7 +212,7 @@ impl Client<'_> {
         let guard = RemoveOnDrop(&partial);
         let total = size.unwrap_or(0);
         let mut hasher = (etag.len() == 64 && etag.chars().all(|c| c.is_ascii_hexdigit())).then(Sha256::new);
-        let mut reader = response.into_body().into_reader().take(size.map_or(u64::MAX, |size| size + 1));
+        let mut reader = response.into_body().into_reader().take(size.map_or(u64::MAX, |size| size.saturating_add(1)));
         let mut buffer = vec![0u8; 1 << 20];
         let mut done = 0u64;
         progress(path, 0, total);
@@ -384,8 +384,9 @@ fn agent() -> Agent {
 
 /// Where `file` is written before it is complete.
 fn partial_path(file: &Path) -> PathBuf {
+    // This process's own partial file: two fpi processes fetching one blob must not write into the same file.
     let mut name = file.as_os_str().to_owned();
-    name.push(".incomplete");
+    name.push(format!(".{}.incomplete", std::process::id()));
     name.into()
 }
 
