@@ -438,3 +438,216 @@ fn a_hub_id_not_in_the_cache_is_one_line_offline() {
         "{stderr}"
     );
 }
+
+/// The photos of `fixtures/photos`, with a prompt each.
+const PHOTOS: [(&str, &str); 2] =
+    [("astronaut.jpg", "an astronaut in a white suit"), ("camera.png", "a man with a camera")];
+
+/// A folder holding the photos and a `prompts.jsonl` for them.
+fn photo_folder() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let mut lines = String::new();
+    for (name, prompt) in PHOTOS {
+        std::fs::copy(fixtures().join("photos").join(name), dir.path().join(name)).unwrap();
+        lines += &format!("{}\n", serde_json::json!({"file": name, "prompt": prompt}));
+    }
+    std::fs::write(dir.path().join("prompts.jsonl"), lines).unwrap();
+    dir
+}
+
+/// The options of `fpi invert --quiet` on the tiny model at 32 pixels and 2 steps, on ndarray (as deterministic as
+/// the batch's comparison with single runs needs, in a few seconds an image).
+fn batch_options(model: &Path) -> [&str; 10] {
+    ["invert", "--quiet", "--model", path(model), "--size", "32", "--steps", "2", "--device", "ndarray"]
+}
+
+/// `fpi invert` with [`batch_options`] and `args`.
+fn invert_many(args: &[&str]) -> Output {
+    let model = tiny_model();
+    fpi(&[&batch_options(&model)[..], args].concat())
+}
+
+/// `summary.json` in `dir`: its rows by image name.
+fn summary(dir: &Path) -> std::collections::HashMap<String, serde_json::Value> {
+    let rows: Vec<serde_json::Value> =
+        serde_json::from_slice(&std::fs::read(dir.join("summary.json")).unwrap()).unwrap();
+    rows.into_iter().map(|row| (row["image"].as_str().unwrap().to_owned(), row)).collect()
+}
+
+/// A folder of photos with their prompts in `prompts.jsonl`, inverted in one run: each seed and reconstruction is
+/// what `fpi invert` makes of that photo alone, and the summary holds its numbers.
+#[test]
+fn a_folder_of_photos_inverts_as_each_photo_alone() {
+    let (photos, out) = (photo_folder(), tempfile::tempdir().unwrap());
+    let dir = out.path().join("seeds");
+    let run = invert_many(&["--image", path(photos.path()), "--output-dir", path(&dir)]);
+    assert!(run.status.success());
+    let rows = summary(&dir);
+    assert_eq!(rows.len(), 2);
+    for (name, prompt) in PHOTOS {
+        let stem = name.split('.').next().unwrap();
+        let (single, single_png) =
+            (out.path().join(format!("{stem}.safetensors")), out.path().join(format!("{stem}.png")));
+        let photo = photos.path().join(name);
+        let alone = invert(
+            &single,
+            &["--image", path(&photo), "--prompt", prompt, "--device", "ndarray", "--reconstruct", path(&single_png)],
+        );
+        assert!(alone.status.success());
+        let batch = Seed::from_bytes(&std::fs::read(dir.join(format!("{stem}.safetensors"))).unwrap()).unwrap();
+        let single = Seed::from_bytes(&std::fs::read(&single).unwrap()).unwrap();
+        assert_eq!(batch.info, single.info, "{name}: the same settings, prompt and model");
+        let err = fpi_core::metrics::relative_error(&batch.latents, &single.latents);
+        assert!(err <= 1e-6, "{name}: the batch's seed differs from the single run's by {err:.2e}");
+        let (a, b) = (image_pixels(&dir.join(format!("{stem}.png"))), image_pixels(&single_png));
+        assert!(a.iter().zip(&b).all(|(x, y)| x.abs_diff(*y) <= 1), "{name}: reconstructions differ");
+
+        let row = &rows[name];
+        let (psnr, bound, latent_error) = printed_quality(&String::from_utf8_lossy(&alone.stdout));
+        assert_eq!((row["status"].as_str(), row["prompt"].as_str()), (Some("done"), Some(prompt)), "{row}");
+        assert!((row["psnr_db"].as_f64().unwrap() - psnr).abs() < 0.01, "{row}");
+        assert!((row["vae_psnr_db"].as_f64().unwrap() - bound).abs() < 0.01, "{row}");
+        assert!((row["latent_error"].as_f64().unwrap() / latent_error - 1.0).abs() < 1e-3, "{row}");
+        assert!(row["seconds"].as_f64().unwrap() > 0.0, "{row}");
+    }
+    let table = String::from_utf8_lossy(&run.stdout);
+    assert!(table.lines().any(|l| l.starts_with("image") && l.contains("PSNR dB") && l.contains("status")), "{table}");
+    assert!(table.lines().any(|l| l.starts_with("camera.png") && l.ends_with("done")), "{table}");
+
+    // A rerun skips both; a reconstruction gone missing is sampled again from its seed, and the numbers stay.
+    let camera = image_pixels(&dir.join("camera.png"));
+    std::fs::remove_file(dir.join("camera.png")).unwrap();
+    let rerun = invert_many(&["--image", path(photos.path()), "--output-dir", path(&dir)]);
+    assert!(rerun.status.success());
+    let stderr = String::from_utf8_lossy(&rerun.stderr);
+    assert!(stderr.contains("astronaut.jpg: skipped") && stderr.contains("camera.png: skipped"), "{stderr}");
+    assert_eq!(image_pixels(&dir.join("camera.png")), camera);
+    for (name, row) in summary(&dir) {
+        assert_eq!(row["status"], "skipped");
+        assert_eq!(row["psnr_db"], rows[&name]["psnr_db"], "{name}: the earlier run's numbers");
+    }
+}
+
+/// A batch killed once its first seed is written resumes: the first image is skipped (its seed untouched), the
+/// second done.
+#[test]
+fn an_interrupted_batch_resumes_where_it_stopped() {
+    let (photos, out) = (photo_folder(), tempfile::tempdir().unwrap());
+    let dir = out.path().join("seeds");
+    let model = tiny_model();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fpi"))
+        .args(batch_options(&model))
+        .args(["--image", path(photos.path()), "--output-dir", path(&dir)])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let (first, second) = (dir.join("astronaut.safetensors"), dir.join("camera.safetensors"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    while !first.exists() {
+        assert!(child.try_wait().unwrap().is_none(), "the batch ended before its first seed");
+        assert!(std::time::Instant::now() < deadline, "no first seed in 300 s");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!second.exists(), "killed before the second image");
+    let rows = summary(&dir);
+    assert_eq!(rows["camera.png"]["status"], "pending", "an interrupted run's summary says what is left");
+    let (bytes, modified) = (std::fs::read(&first).unwrap(), std::fs::metadata(&first).unwrap().modified().unwrap());
+
+    let rerun = invert_many(&["--image", path(photos.path()), "--output-dir", path(&dir)]);
+    assert!(rerun.status.success());
+    let stderr = String::from_utf8_lossy(&rerun.stderr);
+    assert!(stderr.contains("astronaut.jpg: skipped"), "{stderr}");
+    assert!(!stderr.contains("camera.png: skipped"), "{stderr}");
+    assert_eq!(std::fs::read(&first).unwrap(), bytes);
+    assert_eq!(std::fs::metadata(&first).unwrap().modified().unwrap(), modified);
+    assert!(second.exists() && dir.join("camera.png").exists() && dir.join("astronaut.png").exists());
+    let rows = summary(&dir);
+    assert_eq!(
+        (rows["astronaut.jpg"]["status"].as_str(), rows["camera.png"]["status"].as_str()),
+        (Some("skipped"), Some("done"))
+    );
+}
+
+/// Bad batches: one line and nothing written (no images, an image without a prompt, one-image options, two images
+/// of one name); an unreadable image is reported and skipped, the others done, and the run fails at the end. A
+/// rerun with other settings inverts again.
+#[test]
+fn bad_batches_are_one_line_and_unreadable_images_are_skipped() {
+    let (photos, out) = (photo_folder(), tempfile::tempdir().unwrap());
+    let dir = out.path().join("seeds");
+    let fast = ["--method", "ddim", "--adjust", "0"];
+    let one_line = |run: Output, needle: &str| {
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert!(!run.status.success());
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.starts_with("error: ") && stderr.contains(needle), "{needle}: {stderr}");
+        assert!(!dir.exists(), "nothing written");
+    };
+    let empty = tempfile::tempdir().unwrap();
+    std::fs::write(empty.path().join("notes.txt"), "not an image").unwrap();
+    one_line(invert_many(&["--image", path(empty.path()), "--output-dir", path(&dir)]), "no images in this folder");
+
+    // Found before the model is looked for (it does not exist).
+    let unlisted = tempfile::tempdir().unwrap();
+    for (name, _) in PHOTOS {
+        std::fs::copy(photos.path().join(name), unlisted.path().join(name)).unwrap();
+    }
+    std::fs::write(unlisted.path().join("captions.txt"), "astronaut.jpg: an astronaut\n").unwrap();
+    let run =
+        fpi(&["invert", "--model", "/no/such/model", "--image", path(unlisted.path()), "--output-dir", path(&dir)]);
+    one_line(run, "camera.png: no prompt");
+
+    let photo = photos.path().join("camera.png");
+    let cases: [(&[&str], &str); 5] = [
+        (&["--image", path(photos.path()), "--output", path(&dir)], "--output-dir"),
+        (&["--image", path(&photo), "--image", path(&photo), "--output-dir", path(&dir)], "rename one"),
+        (
+            &["--image", path(photos.path()), "--output-dir", path(&dir), "--trace", "t.json"],
+            "--trace is for one image",
+        ),
+        (&["--image", path(&photo), "--output-dir", path(&dir), "--reconstruct", "r.png"], "--reconstruct"),
+        (&["--image", path(&photo), "--image", path(&photo), "--prompt", "x"], "need --output-dir"),
+    ];
+    for (args, needle) in cases {
+        one_line(invert_many(args), needle);
+    }
+
+    std::fs::write(photos.path().join("broken.png"), b"not a PNG at all").unwrap();
+    let run = invert_many(
+        &[&["--image", path(photos.path()), "--output-dir", path(&dir), "--prompt", "a photo"][..], &fast].concat(),
+    );
+    assert!(!run.status.success());
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        stderr.lines().any(|l| l.contains("broken.png: cannot read the image") && l.ends_with("; skipped")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.trim_end().lines().last().unwrap().starts_with("error: 1 of 3 images could not be read"),
+        "{stderr}"
+    );
+    assert!(!dir.join("broken.safetensors").exists());
+    let rows = summary(&dir);
+    assert_eq!(rows["broken.png"]["status"], "failed");
+    for name in ["astronaut", "camera"] {
+        assert!(dir.join(format!("{name}.safetensors")).exists() && dir.join(format!("{name}.png")).exists());
+    }
+    assert_eq!(rows["camera.png"]["status"], "done");
+
+    std::fs::remove_file(photos.path().join("broken.png")).unwrap();
+    let guided = [
+        &["--image", path(photos.path()), "--output-dir", path(&dir), "--prompt", "a photo"][..],
+        &fast,
+        &["--guidance", "1.5"],
+    ]
+    .concat();
+    let run = invert_many(&guided);
+    assert!(run.status.success());
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(!stderr.contains("skipped") && stderr.contains("is not a seed of these settings"), "{stderr}");
+    let seed = Seed::from_bytes(&std::fs::read(dir.join("camera.safetensors")).unwrap()).unwrap();
+    assert_eq!(seed.info.unwrap().settings.guidance, 1.5);
+}

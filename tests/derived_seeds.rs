@@ -9,7 +9,7 @@ use std::process::{Command, Output};
 
 use common::*;
 use fpi_core::seed::{Derivation, Seed};
-use fpi_core::seed_space::{CentroidMethod, PathMethod};
+use fpi_core::seed_space::{self, CentroidMethod, PathMethod};
 
 fn fpi(args: &[&str]) -> Output {
     let output = Command::new(env!("CARGO_BIN_EXE_fpi")).args(args).output().expect("fpi runs");
@@ -68,8 +68,12 @@ fn interpolation_frames_end_at_the_seeds_reconstructions_and_record_how_they_wer
     let strip = png(&frames.join("strip.png"));
     assert_eq!((strip.width(), strip.height()), (4 * 32, 32));
 
-    let (first, source) = (read_seed(&frames.join("000.safetensors")), read_seed(&a));
-    assert_eq!(first.latents, source.latents);
+    let (a_seed, b_seed) = (read_seed(&a), read_seed(&b));
+    let expected = seed_space::interpolate(&a_seed.latents, &b_seed.latents, 4, PathMethod::Nao);
+    for (i, latents) in expected.iter().enumerate() {
+        assert_eq!(&read_seed(&frames.join(format!("{i:03}.safetensors"))).latents, latents, "frame {i}");
+    }
+    assert_eq!(expected[0], a_seed.latents);
     for i in 0..4 {
         let info = read_seed(&frames.join(format!("{i:03}.safetensors"))).info.expect("a derived seed has metadata");
         let expected = Derivation::Interpolation {
@@ -90,20 +94,17 @@ fn interpolation_frames_end_at_the_seeds_reconstructions_and_record_how_they_wer
 fn a_centroid_is_written_with_its_sources_and_image() {
     let dir = tempfile::tempdir().unwrap();
     let [a, b] = two_seeds(dir.path());
-    let (model, out, image) = (tiny_model(), dir.path().join("c.safetensors"), dir.path().join("c.png"));
-    for method in ["nao", "mean", "shell"] {
-        let args =
-            ["centroid", path(&a), path(&b), "--method", method, "--output", path(&out), "--image", path(&image)];
+    let model = tiny_model();
+    let (a_seed, b_seed) = (read_seed(&a), read_seed(&b));
+    for name in ["nao", "mean", "shell"] {
+        let (out, image) = (dir.path().join(format!("{name}.safetensors")), dir.path().join(format!("{name}.png")));
+        let args = ["centroid", path(&a), path(&b), "--method", name, "--output", path(&out), "--image", path(&image)];
         assert!(fpi(&[&args[..], &model_args(&model)].concat()).status.success());
         let seed = read_seed(&out);
-        let expected = Derivation::Centroid {
-            method: method.parse::<CentroidMethod>().unwrap(),
-            sources: vec!["astronaut-jpg.safetensors".into(), "camera-png.safetensors".into()],
-        };
-        assert_eq!(seed.info.unwrap().derivation, Some(expected));
-        let d = seed.latents.len() as f64;
-        let norm = seed.latents.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt();
-        eprintln!("{method}: ‖c‖ = {norm:.3} (√(d−1) = {:.3})", (d - 1.0).sqrt());
+        let method = name.parse::<CentroidMethod>().unwrap();
+        assert_eq!(seed.latents, seed_space::centroid(&[&a_seed.latents, &b_seed.latents], method));
+        let sources = vec!["astronaut-jpg.safetensors".into(), "camera-png.safetensors".into()];
+        assert_eq!(seed.info.unwrap().derivation, Some(Derivation::Centroid { method, sources }));
         assert_eq!(png(&image).width(), 32);
     }
 }

@@ -69,12 +69,14 @@ pub struct Common {
 pub struct InvertArgs {
     #[command(flatten)]
     pub common: Common,
-    /// The photo: PNG, JPEG or WebP (centre-cropped to a square and resized to --size).
+    /// The photo: PNG, JPEG or WebP (centre-cropped to a square and resized to --size). Repeat it, or name a
+    /// folder (its .png, .jpg, .jpeg and .webp files, by name), to invert several into --output-dir.
+    #[arg(long, required = true, value_name = "FILE|FOLDER")]
+    pub image: Vec<PathBuf>,
+    /// The prompt that describes the photo (with several: every one). Without it, each image's prompt is its line
+    /// in prompts.jsonl ({"file": "cat.jpg", "prompt": "a cat"}) or captions.txt (cat.jpg: a cat) beside it.
     #[arg(long)]
-    pub image: PathBuf,
-    /// The prompt that describes the photo.
-    #[arg(long)]
-    pub prompt: String,
+    pub prompt: Option<String>,
     /// DDIM steps.
     #[arg(long, default_value_t = InvertSettings::default().steps)]
     pub steps: usize,
@@ -83,13 +85,17 @@ pub struct InvertArgs {
     pub guidance: f64,
     #[command(flatten)]
     pub solver: SolverOptions,
-    /// The seed file to write (safetensors).
-    #[arg(long)]
-    pub output: PathBuf,
-    /// Write each step's timestep, residuals and kept iterate as JSON.
+    /// The seed file to write (safetensors), for one image.
+    #[arg(long, value_name = "SEED")]
+    pub output: Option<PathBuf>,
+    /// The folder (made if missing) for each image's seed NAME.safetensors, its reconstruction NAME.png and
+    /// summary.json; images whose seed is there with the same settings are skipped.
+    #[arg(long, value_name = "DIR")]
+    pub output_dir: Option<PathBuf>,
+    /// Write each step's timestep, residuals and kept iterate as JSON (one image).
     #[arg(long)]
     pub trace: Option<PathBuf>,
-    /// Also sample the seed back and write the image (PNG), reporting PSNR against the input.
+    /// Also sample the seed back and write the image (PNG), reporting PSNR against the input (one image).
     #[arg(long)]
     pub reconstruct: Option<PathBuf>,
 }
@@ -134,9 +140,9 @@ impl SolverOptions {
 }
 
 impl InvertArgs {
-    /// The inversion settings these options ask for, checked where the model does not matter.
-    pub fn settings(&self) -> Result<InvertSettings, SettingsError> {
-        self.solver.settings(&self.prompt, self.steps, self.guidance)
+    /// The inversion settings these options ask for with `prompt`, checked where the model does not matter.
+    pub fn settings(&self, prompt: &str) -> Result<InvertSettings, SettingsError> {
+        self.solver.settings(prompt, self.steps, self.guidance)
     }
 }
 

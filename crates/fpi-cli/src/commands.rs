@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use burn::tensor::{Distribution, Tensor};
 use fpi_core::seed::Seed;
-use fpi_core::settings::{InvertSettings, Method, Setting, SettingsError, check_guidance};
+use fpi_core::settings::{InvertSettings, Setting, SettingsError, check_guidance};
 use fpi_core::solver::to_host;
 use fpi_models::ModelFolder;
 use fpi_models::device::{Backend, adapters};
@@ -19,10 +19,11 @@ use crate::args::{
     BenchArgs, Cli, Command, Common, EditArgs, GenerateArgs, InvertArgs, ReconstructArgs, SampleOutputs,
     SamplingOptions,
 };
+use crate::batch::{self, Inverter};
 use crate::derived;
 use crate::failure::{AtPath, Failure, at};
 use crate::files::{check_writable, read_file, write_atomic};
-use crate::model::choose;
+use crate::model::{ChosenModel, choose};
 use crate::progress::Bars;
 
 /// Runs a parsed command line; errors are one line for the user.
@@ -42,6 +43,12 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
 /// The model `common` names, loaded, and its name for seed files.
 pub(crate) fn load(common: &Common) -> Result<(Pipeline, String), Failure> {
     let model = choose(common)?;
+    let name = model.name.clone();
+    Ok((load_chosen(model, common)?, name))
+}
+
+/// Loads a model `choose` found, with `common`'s device and progress bars.
+pub(crate) fn load_chosen(model: ChosenModel, common: &Common) -> Result<Pipeline, Failure> {
     let backend = common.device.resolve();
     if !common.quiet {
         eprintln!("device: {backend}");
@@ -55,10 +62,10 @@ pub(crate) fn load(common: &Common) -> Result<(Pipeline, String), Failure> {
     if !common.quiet {
         eprintln!("loaded {} in {:.1} s", common.model, started.elapsed().as_secs_f64());
     }
-    Ok((pipeline, model.name))
+    Ok(pipeline)
 }
 
-fn read_image(path: &Path) -> Result<RgbImage, Failure> {
+pub(crate) fn read_image(path: &Path) -> Result<RgbImage, Failure> {
     image_io::decode(&read_file(path)?).map_err(|e| at(path, PipelineError::from(e)))
 }
 
@@ -74,59 +81,29 @@ pub(crate) fn check_outputs<'a>(paths: impl IntoIterator<Item = &'a Path>) -> Re
     paths.into_iter().try_for_each(check_writable)
 }
 
+/// `fpi invert`: one image into `--output`, or several into `--output-dir`.
 fn invert(args: InvertArgs) -> Result<(), Failure> {
-    check_outputs(
-        [Some(args.output.as_path()), args.trace.as_deref(), args.reconstruct.as_deref()].into_iter().flatten(),
-    )?;
-    let settings = args.settings()?;
-    if matches!(settings.method, Method::Ddim) && (args.solver.iterations.is_some() || args.solver.tolerance.is_some())
-    {
-        eprintln!("note: --method ddim makes one evaluation per step; --iterations and --tolerance are ignored");
-    }
-    let image = read_image(&args.image)?;
+    if batch::wanted(&args) { batch::invert_all(args) } else { invert_one(args) }
+}
+
+/// `fpi invert --image X --output SEED [--trace T] [--reconstruct PNG]`.
+fn invert_one(args: InvertArgs) -> Result<(), Failure> {
+    let (image_path, output) = match (&args.image[..], &args.output) {
+        ([image], Some(output)) => (image, output),
+        _ => return Err(Failure::from("give --output SEED (the seed file to write), or --output-dir DIR".to_owned())),
+    };
+    check_outputs([Some(output.as_path()), args.trace.as_deref(), args.reconstruct.as_deref()].into_iter().flatten())?;
+    let prompts = batch::prompts(std::slice::from_ref(image_path), args.prompt.as_deref())?;
+    let settings = batch::settings(&args, &prompts[0])?;
+    let image = read_image(image_path)?;
     let (pipeline, model) = load(&args.common)?;
-    let dropped = pipeline.dropped_tokens(&settings.prompt)?;
-    if dropped > 0 {
-        eprintln!("warning: the prompt is longer than CLIP's 77 tokens; its last {dropped} tokens are ignored");
-    }
-
-    let mut bars = Bars::new(args.common.quiet);
-    let started = Instant::now();
-    let inverted =
-        pollster::block_on(pipeline.invert_image(&image, &settings, &model, &mut |ph, p| bars.observe(ph, p)))?;
-    bars.finish();
-    let reports = inverted.reports();
-    let diverged: Vec<usize> = reports.iter().filter(|r| r.diverged()).map(|r| r.timestep).collect();
-    if !diverged.is_empty() {
-        eprintln!(
-            "note: the residual grew at {} step(s) (timesteps {diverged:?}); the best iterate was kept there",
-            diverged.len()
-        );
-    }
-    write_atomic(&args.output, &inverted.seed.to_bytes())?;
-    if !args.common.quiet {
-        let evaluations: usize = reports.iter().map(|r| r.iterations()).sum();
-        eprintln!(
-            "wrote {} ({evaluations} evaluations of the implicit step, {:.1} s)",
-            args.output.display(),
-            started.elapsed().as_secs_f64()
-        );
-    }
+    let inverter = Inverter { pipeline: &pipeline, model: &model, quiet: args.common.quiet };
+    let inverted = inverter.invert(&image, &settings, output, "")?;
     if let Some(trace) = &args.trace {
-        write_atomic(trace, &serde_json::to_vec_pretty(reports).expect("plain data"))?;
+        write_atomic(trace, &serde_json::to_vec_pretty(inverted.reports()).expect("plain data"))?;
     }
-
     if let Some(out) = &args.reconstruct {
-        let check = pollster::block_on(pipeline.check_reconstruction(&inverted, &mut |ph, p| bars.observe(ph, p)))?;
-        bars.finish();
-        write_png(out, &check.image)?;
-        println!(
-            "PSNR {:.2} dB (VAE bound {:.2} dB), latent error {:.3e}: {}",
-            check.psnr,
-            check.vae_psnr,
-            check.latent_error,
-            out.display()
-        );
+        inverter.check(&inverted, out)?;
     }
     Ok(())
 }
@@ -174,7 +151,7 @@ impl Sampling {
     }
 }
 
-fn sample_and_write(
+pub(crate) fn sample_and_write(
     pipeline: &Pipeline,
     latents: Tensor<4>,
     prompt: &str,

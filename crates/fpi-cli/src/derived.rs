@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 
 use fpi_core::seed::{Derivation, Seed, SeedInfo};
 use fpi_core::seed_space;
-use fpi_core::settings::InvertSettings;
 use fpi_pipeline::Pipeline;
 use fpi_pipeline::image_io::{self, RgbImage};
 
@@ -35,14 +34,13 @@ fn file_name(path: &Path) -> String {
     path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned())
 }
 
-/// The settings a derived seed records: its first source's (or SD's defaults for a file without fpi's metadata),
-/// with the prompt, steps and guidance it is sampled with.
-fn recorded_settings(first: &Seed, sampling: &Sampling, latent_factor: usize) -> InvertSettings {
-    let base = first.info.as_ref().map_or_else(
-        || InvertSettings { size: first.shape[3] * latent_factor, ..InvertSettings::default() },
-        |info| info.settings.clone(),
-    );
-    InvertSettings { prompt: sampling.prompt.clone(), steps: sampling.steps, guidance: sampling.guidance, ..base }
+/// Refuses latents that are not finite (the shell mean of seeds that sum to zero).
+fn finite(latents: Vec<f32>, what: &str) -> Result<Vec<f32>, Failure> {
+    if latents.iter().all(|x| x.is_finite()) {
+        Ok(latents)
+    } else {
+        Err(Failure::from(format!("{what} is not finite (the seeds cancel out); try another --method")))
+    }
 }
 
 /// Samples `seed` into an image.
@@ -85,16 +83,18 @@ pub fn interpolate(args: InterpolateArgs) -> Result<(), Failure> {
             sampling.prompt
         );
     }
+    let dir = &args.output_dir;
+    std::fs::create_dir_all(dir).map_err(|e| Failure::from(format!("{}: {e}", dir.display())))?;
+    let named = |i: usize, ext: &str| dir.join(format!("{i:03}.{ext}"));
+    check_outputs([dir.join("strip.png").as_path()])?;
     let (pipeline, model) = load(&args.common)?;
     sampling.check(&pipeline, &args.from, &args.sampling)?;
     pipeline.check_latents(first.shape).at(&args.from)?;
 
     let frames = seed_space::interpolate(&first.latents, &second.latents, args.points, args.method);
-    let dir = &args.output_dir;
-    std::fs::create_dir_all(dir).map_err(|e| Failure::from(format!("{}: {e}", dir.display())))?;
-    let named = |i: usize, ext: &str| dir.join(format!("{i:03}.{ext}"));
-    check_outputs([dir.join("strip.png").as_path()])?;
-    let settings = recorded_settings(first, &sampling, pipeline.vae().downsampling_factor());
+    let frames = frames.into_iter().map(|f| finite(f, "a frame")).collect::<Result<Vec<_>, _>>()?;
+    let factor = pipeline.vae().downsampling_factor();
+    let settings = SeedInfo::derived_settings(first, factor, &sampling.prompt, sampling.steps, sampling.guidance);
     let sources = [file_name(&args.from), file_name(&args.to)];
     let mut images = Vec::new();
     for (i, latents) in frames.into_iter().enumerate() {
@@ -127,16 +127,15 @@ pub fn centroid(args: CentroidArgs) -> Result<(), Failure> {
     let seeds = read_seeds(&paths)?;
     let sampling = Sampling::of(&seeds[0], paths[0], &args.sampling)?;
     let (pipeline, model) = load(&args.common)?;
-    if args.image.is_some() {
-        sampling.check(&pipeline, paths[0], &args.sampling)?;
-    }
+    sampling.check(&pipeline, paths[0], &args.sampling)?;
     pipeline.check_latents(seeds[0].shape).at(paths[0])?;
 
     let vectors: Vec<&[f32]> = seeds.iter().map(|s| s.latents.as_slice()).collect();
-    let latents = seed_space::centroid(&vectors, args.method);
+    let latents = finite(seed_space::centroid(&vectors, args.method), "the centroid")?;
     let derivation =
         Derivation::Centroid { method: args.method, sources: paths.iter().map(|p| file_name(p)).collect() };
-    let settings = recorded_settings(&seeds[0], &sampling, pipeline.vae().downsampling_factor());
+    let factor = pipeline.vae().downsampling_factor();
+    let settings = SeedInfo::derived_settings(&seeds[0], factor, &sampling.prompt, sampling.steps, sampling.guidance);
     let seed = Seed { latents, shape: seeds[0].shape, info: Some(SeedInfo::derived(settings, &model, derivation)) };
     write_atomic(&args.output, &seed.to_bytes())?;
     if let Some(image) = &args.image {

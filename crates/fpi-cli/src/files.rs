@@ -7,7 +7,7 @@ use std::path::Path;
 use crate::failure::{Failure, at};
 
 /// The folder `path` is in (`.` for a bare file name).
-fn folder(path: &Path) -> &Path {
+pub fn folder(path: &Path) -> &Path {
     path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))
 }
 

@@ -3,6 +3,8 @@
 #[cfg(not(target_family = "wasm"))]
 mod args;
 #[cfg(not(target_family = "wasm"))]
+mod batch;
+#[cfg(not(target_family = "wasm"))]
 mod commands;
 #[cfg(not(target_family = "wasm"))]
 mod derived;
