@@ -12,5 +12,6 @@ FPI_TEST_DEVICE=wgpu cargo test --workspace --test cli invert_then_reconstruct_a
 export CHROMEDRIVER=${CHROMEDRIVER:-/usr/bin/chromedriver} WASM_BINDGEN_TEST_TIMEOUT=${WASM_BINDGEN_TEST_TIMEOUT:-900}
 cargo test --release --target wasm32-unknown-unknown -p fpi-web
 node tests/web/model-files.mjs
+node tests/web/seeds.mjs
 bash web/build.sh target/site
 node tests/web/page.mjs target/site

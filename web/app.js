@@ -4,8 +4,9 @@
 // What can change lives in one object, `state`, changed only by setState, which then calls render. render mirrors
 // the state on <body> for tests and styling: data-webgpu (checking | ok | missing), data-model (none | loading |
 // loaded | failed), data-run (idle | running | done | cancelled | failed), data-phase (adjust | invert | sample:
-// the phase the run reported last) and data-edit (idle | running | done | cancelled | failed: the last edit of the
-// inversion shown); #model-info carries data-name, data-format (diffusers | checkpoint), data-vae (the replacement
+// the phase the run reported last), data-edit (idle | running | done | cancelled | failed: the last edit of the
+// inversion shown) and data-interpolate (idle | running | done | cancelled | failed: the last interpolation);
+// #model-info carries data-name, data-format (diffusers | checkpoint), data-vae (the replacement
 // VAE's name, '' for the model's own), data-cached and data-downloaded (the model's and the VAE's files together)
 // once a model is loaded. It also enables the controls and shows the boxes that fit the state.
 //
@@ -13,9 +14,16 @@
 // the model that is loaded.
 //
 // After an inversion the Edit panel edits its seed with Prompt-to-Prompt, as often as wanted: the page keeps the
-// seed (state.source) and sends it with every edit request. Inversions and edits take turns: one runs at a time.
+// seed (state.source) and sends it with every edit request.
+//
+// The Interpolate panel makes frames between two seeds of state.seeds: every inversion's seed joins that list, and
+// so do seed files added in the panel or dropped on the page; the panel starts with the last two. The worker sends
+// the frames one by one, each a PNG and its seed file, into a strip.
+//
+// Inversions, edits and interpolations take turns: one runs at a time.
 
 import { CACHE_NAME, modelFromFiles, modelFromFolder, parseLocation, vaeFromFiles, walkEntry } from './model-files.js';
+import { defaultPair, frameName, readSeedHeader, sampling, seedLabel } from './seeds.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -40,6 +48,10 @@ const state = {
   editJob: null, // the running edit: { prompt, start }
   edited: null, // the edit shown: { prompt, mode, seconds }
   editError: '', // why the last edit failed, in one line
+  seeds: [], // the seeds to interpolate between: { bytes (ArrayBuffer), name (a file name), shape, meta }
+  interp: 'idle', // idle | running | done | cancelled | failed: the last interpolation
+  interpJob: null, // the running interpolation: { names, method, frames, start }
+  interpError: '', // why the last interpolation failed, in one line
   dragDepth: 0, // how deep inside the page files are being dragged (0: not dragging)
 };
 
@@ -55,8 +67,11 @@ const endRun = (outcome, patch = {}) => setState({ run: outcome, job: null, canc
 /** The state that ends an edit (outcome: done | cancelled | failed), with `patch`. */
 const endEdit = (outcome, patch = {}) => setState({ edit: outcome, editJob: null, cancelRequested: false, ...patch });
 
-/** A model is loading, or an inversion or an edit is running: nothing else may start. */
-const busy = () => state.model === 'loading' || state.run === 'running' || state.edit === 'running';
+/** The state that ends an interpolation (outcome: done | cancelled | failed), with `patch`. */
+const endInterp = (outcome, patch = {}) => setState({ interp: outcome, interpJob: null, cancelRequested: false, ...patch });
+
+/** A model is loading, or an inversion, an edit or an interpolation is running: nothing else may start. */
+const busy = () => state.model === 'loading' || state.run === 'running' || state.edit === 'running' || state.interp === 'running';
 
 /** Where downloaded files came from: " (9 from cache, 0 downloaded)", or '' for picked files. */
 const origin = ({ cached, downloaded }) => (downloaded || cached ? ` (${cached} from cache, ${downloaded} downloaded)` : '');
@@ -79,6 +94,7 @@ function render() {
   dataset.model = state.model;
   dataset.run = state.run;
   dataset.edit = state.edit;
+  dataset.interpolate = state.interp;
   if (state.phase) dataset.phase = state.phase;
   else delete dataset.phase;
 
@@ -127,6 +143,19 @@ function render() {
   $('edit-figure').hidden = !state.edited;
   $('download-edit').hidden = !state.edited;
   $('edit-caption').textContent = state.edited ? `edited: “${state.edited.prompt}” (${state.edited.mode})` : '';
+
+  const seeds = state.seeds.length;
+  $('interp-seeds').textContent = seeds
+    ? `${seeds} seed${seeds === 1 ? '' : 's'} to choose from`
+    : 'no seeds yet: invert a photo, or add seed files';
+  for (const id of ['interp-from', 'interp-to']) $(id).disabled = seeds === 0;
+  $('interpolate').disabled = state.model !== 'loaded' || seeds === 0 || busy();
+  $('interp-cancel').disabled = state.interp !== 'running';
+  $('interp-cancel').textContent = state.cancelRequested && state.interp === 'running' ? 'Stop now' : 'Cancel';
+  $('interp-box').hidden = !['running', 'done'].includes(state.interp);
+  $('interp-error').textContent = state.interpError;
+  $('interp-error').hidden = !state.interpError;
+  $('interp-strip-hint').hidden = $('interp-strip').childElementCount === 0;
   $('drop-overlay').hidden = state.dragDepth === 0;
 }
 
@@ -241,6 +270,7 @@ const handlers = {
 
   progress(p) {
     if (p.op === 'edit') return editProgress(p);
+    if (p.op === 'interpolate') return interpProgress(p);
     const { job } = state;
     if (!job) return;
     const now = performance.now();
@@ -290,6 +320,8 @@ const handlers = {
     $('edit-guidance').value = String(job.guidance);
     const { prompt, steps, guidance } = job;
     endRun('done', { source: { seed: r.seed, stem: job.stem, prompt, steps, guidance }, edit: 'idle', edited: null, editError: '' });
+    // The seed joins the Interpolate panel's list (under its download name, which the frames record as a source).
+    addSeeds([{ bytes: r.seed, name: `${job.stem}.seed.safetensors` }]).catch((e) => fail(`page error: ${e.message}`));
     $('result').scrollIntoView({ behavior: 'smooth', block: 'start' });
     if (dropped) setStatus(dropped, 'warning');
     setStatus(`done: ${psnr}`, 'done');
@@ -308,10 +340,35 @@ const handlers = {
     setStatus(`edited: “${job.prompt}” in ${clock(r.seconds)}`, 'done');
   },
 
+  path({ frames, seconds }) {
+    const job = state.interpJob;
+    if (!job) return;
+    $('interp-progress-text').textContent = `frame 1 of ${frames} · starting…`;
+    setStatus(`the ${job.method} path is ready (${clock(seconds)}); sampling ${frames} frames…`);
+  },
+
+  frame(f) {
+    const job = state.interpJob;
+    if (!job) return;
+    addFrame(job, f);
+    $('interp-progress').value = (f.index + 1) / f.frames;
+    render(); // the strip's hint
+  },
+
+  'interpolate-result'({ frames, seconds }) {
+    const job = state.interpJob;
+    if (!job) return;
+    $('interp-progress').value = 1;
+    $('interp-progress-text').textContent = `${frames} frames in ${clock(seconds)}`;
+    endInterp('done');
+    setStatus(`interpolated: ${frames} frames (${job.method}) in ${clock(seconds)}`, 'done');
+  },
+
   cancelled({ op }) {
     if (op === 'edit') endEdit('cancelled');
+    else if (op === 'interpolate') endInterp('cancelled');
     else endRun('cancelled');
-    setStatus(op === 'edit' ? 'edit cancelled' : 'cancelled');
+    setStatus({ edit: 'edit cancelled', interpolate: 'interpolation cancelled' }[op] ?? 'cancelled');
   },
 
   error({ op, message }) {
@@ -324,6 +381,9 @@ const handlers = {
     } else if (op === 'edit') {
       endEdit('failed', { editError: message });
       fail(`edit failed: ${message}`);
+    } else if (op === 'interpolate') {
+      endInterp('failed', { interpError: message });
+      fail(`interpolation failed: ${message}`);
     } else {
       fail(message);
     }
@@ -343,6 +403,7 @@ function startWorker() {
     if (state.model === 'loading') setState({ model: 'failed' });
     if (state.run === 'running') endRun('failed');
     if (state.edit === 'running') endEdit('failed', { editError: 'the worker failed' });
+    if (state.interp === 'running') endInterp('failed', { interpError: 'the worker failed' });
     fail(`the worker failed: ${event.message || 'it could not start (see the browser console)'}`);
   };
   worker.onmessageerror = () => fail('a message from the worker could not be read');
@@ -512,11 +573,13 @@ window.addEventListener('drop', (event) => {
 const isModelFile = (file) => /\.(safetensors|json|txt|ckpt|pt|pth|bin)$/i.test(file.name);
 
 /**
- * A drop: a folder (or several) is a model folder (or a VAE's); several files, not all images, or one model file
- * are the model's files (or a checkpoint, or a VAE; see modelFromFiles); otherwise the (first) file is the photo.
+ * A drop: seed files (.safetensors with a tensor `latents`, and nothing else) join the Interpolate panel's seeds; a
+ * folder (or several) is a model folder (or a VAE's); several files, not all images, or one model file are the
+ * model's files (or a checkpoint, or a VAE; see modelFromFiles); otherwise the (first) file is the photo.
  */
 async function dropped(entries, files) {
   const folders = entries.filter((entry) => entry.isDirectory);
+  if (!folders.length && files.length && files.every(isSeedName) && (await allSeeds(files))) return addSeedFiles(files);
   const model = folders.length > 0 || (files.length > 1 && !files.every(isImage)) || (files.length === 1 && isModelFile(files[0]));
   if (model && (!state.ready || busy())) return fail('a model can be dropped once WebGPU is ready and nothing runs');
   if (folders.length) {
@@ -597,22 +660,24 @@ $('settings').addEventListener('submit', async (event) => {
 });
 
 /**
- * Cancels the running inversion or edit: the first click softly (the worker stops after the UNet evaluation in
- * progress), the second at once (the worker ends, and a fresh one reloads the model; the seed stays on the page).
+ * Cancels the running inversion, edit or interpolation: the first click softly (the worker stops after the UNet
+ * evaluation in progress), the second at once (the worker ends, and a fresh one reloads the model; the seeds and the
+ * frames done stay on the page).
  */
 function cancelRunning() {
-  const editing = state.edit === 'running';
-  if (!editing && state.run !== 'running') return;
+  const running = { invert: state.run, edit: state.edit, interpolate: state.interp };
+  const op = Object.keys(running).find((key) => running[key] === 'running');
+  if (!op) return;
   if (!state.cancelRequested) {
     worker.postMessage({ type: 'cancel' });
     setState({ cancelRequested: true });
-    setStatus('cancelling after the current step… (Stop now ends it at once and reloads the model)');
+    const after = op === 'interpolate' ? 'frame' : 'step';
+    setStatus(`cancelling after the current ${after}… (Stop now ends it at once and reloads the model)`);
     return;
   }
   worker.terminate();
   const patch = { model: 'none', modelInfo: null };
-  if (editing) endEdit('cancelled', patch);
-  else endRun('cancelled', patch);
+  ({ invert: endRun, edit: endEdit, interpolate: endInterp })[op]('cancelled', patch);
   setStatus('stopped; reloading the model…');
   startWorker();
 }
@@ -691,6 +756,156 @@ $('edit-form').addEventListener('submit', (event) => {
 });
 
 $('edit-cancel').addEventListener('click', cancelRunning);
+
+// ---------------------------------------------------------------------------------------------------------------
+// Interpolating between two seeds
+
+/** A .safetensors file, by its name: what may be a seed file. */
+const isSeedName = (file) => /\.safetensors$/i.test(file.name);
+
+/** Whether every File is a seed file (reading their headers only). */
+async function allSeeds(files) {
+  for (const file of files) {
+    try {
+      await readSeedHeader(file);
+    } catch {
+      return false;
+    }
+  }
+  return true;
+}
+
+/** Adds seeds ({ bytes: ArrayBuffer, name }) to the list and starts the panel at the last two. */
+async function addSeeds(added) {
+  const entries = [];
+  for (const { bytes, name } of added) entries.push({ bytes, name, ...(await readSeedHeader(new Blob([bytes]))) });
+  setState({ seeds: [...state.seeds, ...entries] });
+  const [from, to] = [$('interp-from'), $('interp-to')];
+  for (const select of [from, to]) {
+    for (let i = select.options.length; i < state.seeds.length; i += 1) select.add(new Option(seedLabel(i + 1, state.seeds[i]), String(i)));
+  }
+  const [a, b] = defaultPair(state.seeds.length);
+  [from.value, to.value] = [String(a), String(b)];
+  seedsChosen();
+}
+
+/** Picked or dropped seed files → the list; a file that is not a seed is reported and left out. */
+async function addSeedFiles(files) {
+  const added = [];
+  for (const file of files) {
+    try {
+      await readSeedHeader(file);
+      added.push({ bytes: await file.arrayBuffer(), name: file.name });
+    } catch (e) {
+      fail(`${file.name}: ${e.message}`);
+    }
+  }
+  if (!added.length) return;
+  await addSeeds(added);
+  setStatus(`seed${added.length === 1 ? '' : 's'} added to the Interpolate panel: ${added.map((a) => a.name).join(', ')}`);
+}
+
+/**
+ * The chosen seeds changed: the prompt, steps and guidance start as the first's (as the CLI's: no prompt, 50 steps
+ * and guidance 1 for a file without fpi's metadata), with a warning when the two were inverted with other prompts.
+ */
+function seedsChosen() {
+  const [a, b] = [$('interp-from'), $('interp-to')].map((select) => state.seeds[Number(select.value)]);
+  if (!a || !b) return;
+  const first = sampling(a.meta);
+  $('interp-prompt').value = first.prompt ?? '';
+  $('interp-steps').value = String(first.steps ?? 50);
+  $('interp-guidance').value = String(first.guidance ?? 1);
+  const other = sampling(b.meta).prompt;
+  const warning = first.prompt !== null && other !== null && other !== first.prompt
+    ? `The seeds were inverted with different prompts (“${first.prompt}”, “${other}”): every frame is sampled with the prompt above.`
+    : '';
+  $('interp-warning').textContent = warning;
+  $('interp-warning').hidden = !warning;
+}
+
+$('interp-from').addEventListener('change', seedsChosen);
+$('interp-to').addEventListener('change', seedsChosen);
+
+$('interp-files').addEventListener('change', (event) => {
+  const picked = [...event.target.files];
+  event.target.value = ''; // so that picking the same file again is a change
+  if (picked.length) addSeedFiles(picked).catch((e) => fail(`could not read the seed files: ${e.message}`));
+});
+
+let frameUrls = []; // the strip's object URLs, revoked when the next interpolation starts
+
+/** Adds frame `index` of `frames` to the strip: its image, which downloads it (PNG), and a link to its seed file. */
+function addFrame(job, { index, frames, seed, image }) {
+  const url = (bytes, type) => {
+    const made = URL.createObjectURL(new Blob([bytes], { type }));
+    frameUrls.push(made);
+    return made;
+  };
+  const figure = document.createElement('figure');
+  figure.dataset.frame = String(index);
+  const link = document.createElement('a');
+  link.className = 'frame';
+  link.href = url(image, 'image/png');
+  link.download = frameName(job.names, job.method, index, frames, 'png');
+  link.title = `download frame ${index + 1} (PNG)`;
+  const img = document.createElement('img');
+  img.src = link.href;
+  img.alt = `frame ${index + 1} of ${frames}`;
+  link.append(img);
+  const caption = document.createElement('figcaption');
+  const number = document.createElement('span');
+  number.textContent = `${index + 1} of ${frames}`;
+  const seedLink = document.createElement('a');
+  seedLink.className = 'seed';
+  seedLink.href = url(seed, 'application/octet-stream');
+  seedLink.download = frameName(job.names, job.method, index, frames, 'seed');
+  seedLink.textContent = 'seed';
+  caption.append(number, seedLink);
+  figure.append(link, caption);
+  $('interp-strip').append(figure);
+}
+
+/** Shows an interpolation's progress: frame by frame, step by step. */
+function interpProgress(p) {
+  const job = state.interpJob;
+  if (!job) return;
+  const fraction = Math.min(Math.max((p.frame + (p.step + 1) / Math.max(p.steps, 1)) / Math.max(p.frames, 1), 0), 1);
+  $('interp-progress').value = fraction;
+  const seconds = (performance.now() - job.start) / 1000;
+  const parts = [`frame ${p.frame + 1} of ${p.frames}`, `step ${p.step + 1}/${p.steps}`, clock(seconds)];
+  if (fraction > 0.05 && fraction < 1) parts.push(`about ${clock((seconds / fraction) * (1 - fraction))} left`);
+  $('interp-progress-text').textContent = parts.join(' · ');
+}
+
+$('interp-form').addEventListener('submit', (event) => {
+  event.preventDefault();
+  if (state.model !== 'loaded' || !state.seeds.length || busy()) return;
+  const [a, b] = [$('interp-from'), $('interp-to')].map((select) => state.seeds[Number(select.value)]);
+  let points;
+  let options;
+  try {
+    if (!a || !b) throw new Error('choose the two seeds');
+    points = numberField('interp-frames');
+    options = { prompt: $('interp-prompt').value, steps: numberField('interp-steps'), guidance: numberField('interp-guidance') };
+  } catch (e) {
+    setState({ interp: 'failed', interpError: e.message });
+    return fail(e.message);
+  }
+  const method = $('interp-method').value;
+  for (const made of frameUrls) URL.revokeObjectURL(made);
+  frameUrls = [];
+  $('interp-strip').replaceChildren();
+  $('interp-progress').value = 0;
+  $('interp-progress-text').textContent = method === 'nao' ? 'finding the NAO path…' : 'starting…';
+  const names = [a.name, b.name];
+  setState({ interp: 'running', interpJob: { names, method, frames: points, start: performance.now() }, interpError: '', cancelRequested: false });
+  setStatus(`interpolating ${names.join(' → ')}: ${points} frames (${method}, ${options.steps} steps)…`);
+  // Copies of the seeds go to the worker (not transferred): the page keeps them.
+  worker.postMessage({ type: 'interpolate', seeds: [a.bytes, b.bytes], names, points, method, options });
+});
+
+$('interp-cancel').addEventListener('click', cancelRunning);
 
 // ---------------------------------------------------------------------------------------------------------------
 // Errors that escape everything above still reach the status line.

@@ -11,7 +11,11 @@
 //       Model.edit: { prompt, mode?, cross_steps?, self_steps?, blend?, blend_threshold?, blend_start?, reweight?,
 //       steps?, guidance? }). The page keeps the seed of the inversion it shows (the 'result' message's `seed`) and
 //       sends a copy with every edit, so the worker keeps nothing between requests and edits survive a restart.
-//     { type: 'cancel' }                                    stop the running inversion or edit after its current step
+//     { type: 'interpolate', seeds: [ArrayBuffer, ArrayBuffer], names: [a, b], points, method, options }   frames on
+//       a path between two seed files (see Model.interpolate: names are the files' names, which the frames record;
+//       method 'nao' | 'slerp' | 'lerp'; options { prompt?, steps?, guidance? }), each sampled in turn (Model.reconstruct)
+//     { type: 'cancel' }                                    stop the running inversion, edit or interpolation after
+//       its current step
 //   worker → page
 //     { type: 'hello', gpu: { ok, reason, detail, adapter }, wasm: { ok, error } }   once, at start
 //     { type: 'load-status', text, done, total }            download and load progress
@@ -19,18 +23,22 @@
 //       (format: 'diffusers' | 'checkpoint'; source: the model's files; vae: the replacement VAE's { name, files,
 //       cached, downloaded, bytes }, or null for the model's own; adapter: the WebGPU adapter's name; software: true
 //       for a CPU or software adapter)
-//     { type: 'progress', op, phase, step, steps, iteration, residual, timestep }   (op: 'invert' | 'edit'; the rest
-//       as the model reports them: step counts from 0, iteration from 1; an edit reports phase 'sample', residual null)
+//     { type: 'progress', op, phase, step, steps, iteration, residual, timestep }   (op: 'invert' | 'edit' |
+//       'interpolate'; the rest as the model reports them: step counts from 0, iteration from 1; an edit reports phase
+//       'sample', residual null; an interpolation adds frame (from 0) and frames)
 //     { type: 'result', seed, original, reconstruction (ArrayBuffers), psnr, vaePsnr, latentError,
 //       evaluations (all UNet evaluations of the run), droppedTokens (prompt tokens past CLIP's 77), seconds }
 //     { type: 'edit-result', edit, source (ArrayBuffers: PNGs of the target prompt's branch and of the source
 //       prompt's, which is the seed's reconstruction), evaluations (UNet evaluations, at batch 4), seconds }
-//     { type: 'cancelled', op }                             op: 'invert' | 'edit'
+//     { type: 'path', frames, seconds }                      the interpolation's path is found; its frames follow
+//     { type: 'frame', index, frames, seed, image (ArrayBuffers: the frame's seed file and its PNG), seconds }
+//     { type: 'interpolate-result', frames, seconds }        every frame was sent
+//     { type: 'cancelled', op }                             op: 'invert' | 'edit' | 'interpolate'
 //     { type: 'error', op, message }                        op: the request that failed; message: one line
 //
 // Requests run one at a time in arrival order; 'cancel' jumps the queue. The cancel flag is read by the
-// on_progress callback, which the model calls after each UNet evaluation: returning false makes invert() and
-// edit() reject with 'cancelled'.
+// on_progress callback, which the model calls after each UNet evaluation: returning false makes invert(), edit()
+// and reconstruct() reject with 'cancelled' (an interpolation also stops between frames).
 
 import { MODEL_FILES, VAE_FILES, fetchModel, formatBytes } from './model-files.js';
 
@@ -117,15 +125,16 @@ async function load(modelSource, vaeSource) {
 }
 
 /**
- * The on_progress callback for a run of `op` ('invert' | 'edit'): forwards each report to the page and answers
- * whether to go on. `count.evaluations` counts the calls (one per UNet evaluation).
+ * The on_progress callback for a run of `op` ('invert' | 'edit' | 'interpolate'): forwards each report (with the
+ * fields of `extra`) to the page and answers whether to go on. `count.evaluations` counts the calls (one per UNet
+ * evaluation).
  */
-function progressFor(op, count = { evaluations: 0 }) {
+function progressFor(op, count = { evaluations: 0 }, extra = {}) {
   return (p) => {
     count.evaluations += 1;
     // Only the protocol's fields go to the page.
     const { phase, step, steps, iteration, residual, timestep } = p;
-    post({ type: 'progress', op, phase, step, steps, iteration, residual, timestep });
+    post({ type: 'progress', op, phase, step, steps, iteration, residual, timestep, ...extra });
     return !cancel;
   };
 }
@@ -192,6 +201,32 @@ async function edit(seed, settings) {
   }
 }
 
+/**
+ * Makes the frames' seed files between two seeds (Model.interpolate), then samples them one by one
+ * (Model.reconstruct: each seed file records its prompt, steps and guidance), sending each frame as it is done.
+ */
+async function interpolate({ seeds, names, points, method, options }) {
+  if (!model) throw new Error('no model is loaded');
+  cancel = false;
+  const start = performance.now();
+  const seconds = () => (performance.now() - start) / 1000;
+  const [a, b] = seeds.map((bytes) => new Uint8Array(bytes));
+  const frames = model.interpolate(a, b, names, points, method, options);
+  post({ type: 'path', frames: frames.length, seconds: seconds() });
+  for (let index = 0; index < frames.length; index += 1) {
+    // Sampling does not give the event loop a turn until its end, so a 'cancel' sent during a frame is read here.
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    if (cancel) return post({ type: 'cancelled', op: 'interpolate' });
+    const seed = frames[index];
+    const onProgress = progressFor('interpolate', undefined, { frame: index, frames: frames.length });
+    const png = await cancellable('interpolate', () => model.reconstruct(seed, onProgress));
+    if (!png) return;
+    // Both are Uint8Arrays of their own (copies out of wasm memory), so their buffers can be transferred.
+    post({ type: 'frame', index, frames: frames.length, seed: seed.buffer, image: png.buffer, seconds: seconds() }, [seed.buffer, png.buffer]);
+  }
+  post({ type: 'interpolate-result', frames: frames.length, seconds: seconds() });
+}
+
 async function handle(message) {
   await started;
   switch (message.type) {
@@ -201,6 +236,8 @@ async function handle(message) {
       return invert(message.image, message.settings);
     case 'edit':
       return edit(message.seed, message.settings);
+    case 'interpolate':
+      return interpolate(message);
     default:
       throw new Error(`unknown request ${message.type}`);
   }

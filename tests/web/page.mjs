@@ -17,14 +17,22 @@
 //      with the one-line error naming it (data-edit="failed"), then with the case's prompt with one word swapped
 //      (EDIT_PROMPT, steps the seed's), which must finish (data-edit="done") and download a PNG of the case's size
 //      that differs from the reconstruction;
+//   4b. interpolates in the Interpolate panel: adds two seed files the test writes (target/web-test/gaussian.seed
+//      .safetensors, Gaussian noise of the seed's shape recording another prompt, and small.seed.safetensors, of
+//      another shape and without metadata); the last two added (the panel's default pair) fail with the one-line
+//      error about their sizes (data-interpolate="failed"); then the inversion's seed → gaussian, 3 frames by NAO
+//      (steps the seed's): the progress line counts "frame i of 3", three frames appear, each downloads a PNG of the
+//      case's size and a seed file that records the case's settings, the model and its derivation; the end frames'
+//      latents are the two seeds', the first frame's PNG is the reconstruction (within 1/255), and the frames differ
+//      ($FPI_WEB_SKIP_INTERPOLATE=1 skips this);
 //   5. loads the tiny model as one checkpoint (tests/fixtures/single-file/tiny-sd.safetensors, LDM keys) picked
 //      with the tiny model's config, tokenizer and scheduler files (#model-files; it is not SD1.x-sized), and
 //      makes the same edit of the same seed: the PNG must be the folder's (within 1/255 per value); then picks the
 //      replacement VAE tests/fixtures/single-file/tiny-vae/ (#vae-folder, another random VAE), which reloads the
 //      checkpoint with it, and edits once more: the PNG must differ ($FPI_WEB_SKIP_SINGLE_FILE=1 skips this).
 // Exit code 0 is a pass. Outputs in target/web-test/: seed.safetensors, reconstruction.png, edit.png,
-// edit-checkpoint.png, edit-vae.png, finished.png (after the inversion) and edited.png (after the edit), or
-// failed.png.
+// frame-{0,1,2}.png and .seed.safetensors, edit-checkpoint.png, edit-vae.png, finished.png (after the inversion),
+// edited.png (after the edit) and interpolated.png (after the interpolation), or failed.png.
 // Chromium runs with the flags the wasm32 tests use (crates/fpi-web/webdriver.json).
 // Environment: FPI_CHROMIUM (default: webdriver.json's binary), FPI_WEB_TIMEOUT_S (the inversion's limit, default
 // 600), FPI_WEB_REFERENCE (the folder of web-case.safetensors and web-case.json, default tests/fixtures/reference).
@@ -32,6 +40,7 @@
 import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
+import { isDeepStrictEqual } from 'node:util';
 import zlib from 'node:zlib';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
@@ -64,6 +73,12 @@ const EDIT_PROMPT = 'a man with a guitar';
 /** A blend word in neither prompt, and the start of the error the page must show for it. */
 const BAD_BLEND = 'dog';
 const BAD_BLEND_ERROR = `blend word "${BAD_BLEND}" is in neither prompt`;
+
+/** The interpolation's frames, method, and the prompt the test's second seed records. */
+const FRAMES = 3;
+const PATH_METHOD = 'nao';
+const GAUSSIAN_PROMPT = 'a man with a guitar';
+const SIZES_ERROR = 'seeds of different sizes cannot be combined';
 
 /** The settings a seed's metadata records, as web-case.json names them. */
 const SETTINGS = ['prompt', 'steps', 'guidance', 'method', 'iterations', 'adjust', 'size'];
@@ -142,6 +157,27 @@ function readSeed(file) {
   const values = new Float32Array(count);
   for (let i = 0; i < count; i += 1) values[i] = bytes.readFloatLE(4 * i);
   return { shape: tensor.shape, values, meta: header.__metadata__ ?? {} };
+}
+
+/** A seed file's bytes: `values` (F32) as `latents` of `shape`, with `meta` (an object of strings) or none. */
+function seedBytes(shape, values, meta) {
+  const header = { latents: { dtype: 'F32', shape, data_offsets: [0, values.length * 4] } };
+  if (meta) header.__metadata__ = meta;
+  let json = JSON.stringify(header);
+  json += ' '.repeat((8 - (json.length % 8)) % 8);
+  const length = Buffer.alloc(8);
+  length.writeBigUInt64LE(BigInt(Buffer.byteLength(json)));
+  return Buffer.concat([length, Buffer.from(json), Buffer.from(Float32Array.from(values).buffer)]);
+}
+
+/** `n` standard normal values from a fixed seed (an LCG and Box–Muller): the same file every run. */
+function gaussian(n) {
+  let state = 12345;
+  const uniform = () => {
+    state = (Math.imul(state, 1664525) + 1013904223) >>> 0;
+    return (state + 0.5) / 2 ** 32;
+  };
+  return Array.from({ length: n }, () => Math.sqrt(-2 * Math.log(uniform())) * Math.cos(2 * Math.PI * uniform()));
 }
 
 /** ‖a − b‖ / ‖b‖. */
@@ -414,6 +450,109 @@ async function editCase(page, testCase) {
   return good.seconds;
 }
 
+/** The Interpolate panel's state: data-interpolate, its error and warning lines, its progress text, the frames shown. */
+async function interpState(page) {
+  return page.evaluate(() => ({
+    interp: document.body.dataset.interpolate,
+    error: document.getElementById('interp-error').textContent,
+    errorShown: !document.getElementById('interp-error').hidden,
+    warning: document.getElementById('interp-warning').hidden ? '' : document.getElementById('interp-warning').textContent,
+    progress: document.getElementById('interp-progress-text').textContent,
+    frames: document.querySelectorAll('#interp-strip figure').length,
+    status: document.getElementById('status').textContent,
+  }));
+}
+
+/** Clicks Interpolate and waits until the interpolation ends; its end state, the progress lines seen and its seconds. */
+async function runInterpolation(page) {
+  const start = Date.now();
+  await page.click('#interpolate');
+  let state = await interpState(page);
+  const seen = new Set();
+  while (state.interp === 'running') {
+    check(Date.now() - start < invertTimeout, `no interpolation after ${invertTimeout / 1000} s: ${state.progress}`);
+    seen.add(state.progress);
+    await page.waitForTimeout(100);
+    state = await interpState(page);
+  }
+  return { ...state, seen: [...seen], seconds: (Date.now() - start) / 1000 };
+}
+
+/**
+ * The Interpolate panel (step 4b above): seeds of different sizes fail in one line; the inversion's seed →
+ * gaussian.seed.safetensors in FRAMES frames gives FRAMES PNGs and seeds, the end frames the two seeds. `seed` is
+ * the inversion's (readSeed), `modelName` the page's name of the model. Returns the interpolation's seconds.
+ */
+async function interpolateCase(page, testCase, seed, modelName) {
+  const stem = path.basename(testCase.image).replace(/\.[^.]*$/, '');
+  const count = seed.values.length;
+  const gaussianFile = path.join(outDir, 'gaussian.seed.safetensors');
+  const smallFile = path.join(outDir, 'small.seed.safetensors');
+  const other = gaussian(count);
+  fs.writeFileSync(gaussianFile, seedBytes(seed.shape, other, { ...seed.meta, prompt: GAUSSIAN_PROMPT }));
+  const [, c, h, w] = seed.shape;
+  fs.writeFileSync(smallFile, seedBytes([1, c, h / 2, w / 2], gaussian((c * h * w) / 4), null));
+
+  const listed = () => page.$$eval('#interp-from option', (options) => options.map((o) => o.textContent));
+  const before = await listed();
+  check(before.length === 1 && before[0].includes(`${stem}.seed.safetensors`), `the panel should list the inversion's seed alone: ${JSON.stringify(before)}`);
+  await page.setInputFiles('#interp-files', [gaussianFile, smallFile]);
+  await page.waitForFunction(() => document.querySelectorAll('#interp-from option').length === 3, null, { timeout: 10_000 });
+  await page.fill('#interp-frames', String(FRAMES));
+  await page.selectOption('#interp-method', PATH_METHOD);
+  const bad = await runInterpolation(page);
+  log(`interpolation gaussian → small: data-interpolate=${bad.interp}: ${bad.error}`);
+  check(bad.interp === 'failed', `seeds of different sizes ended with data-interpolate=${bad.interp}, not failed: ${bad.status}`);
+  check(bad.errorShown && bad.error.includes(SIZES_ERROR), `the interpolation's error line '${bad.error}' does not say '${SIZES_ERROR}'`);
+  check(!/\n/.test(bad.error), `the interpolation's error is not one line: ${JSON.stringify(bad.error)}`);
+
+  await page.selectOption('#interp-from', '0');
+  await page.selectOption('#interp-to', '1');
+  const fields = await page.evaluate(() => ({
+    prompt: document.getElementById('interp-prompt').value,
+    steps: document.getElementById('interp-steps').value,
+    guidance: document.getElementById('interp-guidance').value,
+    warning: document.getElementById('interp-warning').hidden ? '' : document.getElementById('interp-warning').textContent,
+  }));
+  check(fields.prompt === testCase.prompt && Number(fields.steps) === testCase.steps && Number(fields.guidance) === testCase.guidance,
+    `the panel's prompt, steps and guidance should start as the first seed's: ${JSON.stringify(fields)}`);
+  check(fields.warning.includes(GAUSSIAN_PROMPT), `no warning that the seeds' prompts differ: '${fields.warning}'`);
+
+  const run = await runInterpolation(page);
+  check(run.interp === 'done', `the interpolation did not finish (data-interpolate=${run.interp}): ${run.error || run.status}`);
+  check(!run.errorShown, `the interpolation finished but the error line still shows '${run.error}'`);
+  check(run.frames === FRAMES, `${run.frames} frames shown, not ${FRAMES}`);
+  const counted = run.seen.filter((line) => new RegExp(`^frame [1-${FRAMES}] of ${FRAMES} · step `).test(line));
+  check(counted.length > 0, `the progress line never said 'frame i of ${FRAMES}': ${JSON.stringify(run.seen)}`);
+  log(`interpolation ${stem} → gaussian, ${FRAMES} frames (${PATH_METHOD}): ${run.progress} (${run.seconds.toFixed(1)} s; e.g. '${counted.at(-1)}')`);
+
+  const frames = [];
+  for (let i = 0; i < FRAMES; i += 1) {
+    const name = `${stem}-to-gaussian.${PATH_METHOD}.${i + 1}-of-${FRAMES}`;
+    const figure = `#interp-strip figure[data-frame="${i}"]`;
+    const png = readPng(await download(page, `${figure} a.frame`, `${name}.png`, `frame-${i}.png`));
+    const frameSeed = readSeed(await download(page, `${figure} a.seed`, `${name}.seed.safetensors`, `frame-${i}.seed.safetensors`));
+    check(png.width === testCase.size && png.height === testCase.size, `frame ${i} is ${png.width}×${png.height}, not ${testCase.size}×${testCase.size}`);
+    check(JSON.stringify(frameSeed.shape) === JSON.stringify(seed.shape), `frame ${i}'s seed has shape [${frameSeed.shape}], not [${seed.shape}]`);
+    const { derivation, ...settings } = frameSeed.meta;
+    checkMetadata(settings, testCase, modelName);
+    const want = { operation: 'interpolation', method: PATH_METHOD, sources: [`${stem}.seed.safetensors`, 'gaussian.seed.safetensors'], frame: i, frames: FRAMES };
+    check(derivation && isDeepStrictEqual(JSON.parse(derivation), want),
+      `frame ${i}'s derivation is ${derivation}, not ${JSON.stringify(want)}`);
+    frames.push({ png, seed: frameSeed });
+  }
+  const same = (a, b) => a.length === b.length && a.every((v, i) => v === b[i]);
+  check(same(frames[0].seed.values, seed.values), "the first frame's latents are not the inversion's seed");
+  check(same(frames[FRAMES - 1].seed.values, Float32Array.from(other)), "the last frame's latents are not gaussian.seed.safetensors'");
+  const first = pngDiff(frames[0].png, readPng(path.join(outDir, 'reconstruction.png')));
+  log(`first frame vs the reconstruction: max |Δ| ${first.max}, ${first.changed} of ${first.of} values differ`);
+  check(first.max <= MAX_CHECKPOINT_DIFF, `the first frame differs from the seed's reconstruction by up to ${first.max} of 255`);
+  for (let i = 1; i < FRAMES; i += 1) {
+    check(pngDiff(frames[i].png, frames[i - 1].png).changed > 0, `frames ${i - 1} and ${i} are the same image`);
+  }
+  return run.seconds;
+}
+
 /** How two PNGs of one shape differ: { max, mean } of |Δ| over all values (of 255), and how many differ. */
 function pngDiff(a, b) {
   check(a.width === b.width && a.height === b.height && a.channels === b.channels,
@@ -556,7 +695,8 @@ async function main() {
   }
   const testCase = readJson(path.join(fixtures, 'web-case.json'));
   fs.mkdirSync(outDir, { recursive: true });
-  const outputs = ['seed.safetensors', 'reconstruction.png', 'edit.png', 'edit-checkpoint.png', 'edit-vae.png', 'finished.png', 'edited.png', 'failed.png'];
+  const frames = Array.from({ length: FRAMES }, (_, i) => [`frame-${i}.png`, `frame-${i}.seed.safetensors`]).flat();
+  const outputs = ['seed.safetensors', 'reconstruction.png', 'edit.png', ...frames, 'edit-checkpoint.png', 'edit-vae.png', 'finished.png', 'edited.png', 'interpolated.png', 'failed.png'];
   for (const old of outputs) fs.rmSync(path.join(outDir, old), { force: true });
 
   const server = await serve();
@@ -587,6 +727,11 @@ async function main() {
     await screenshot(page, 'edited.png');
     log('saved target/web-test/edit.png, reconstruction.png and edited.png');
     console.log(`web page: edit "${EDIT_PROMPT}" ${editSeconds.toFixed(1)} s, all ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+    if (process.env.FPI_WEB_SKIP_INTERPOLATE !== '1') {
+      const interpSeconds = await interpolateCase(page, testCase, seed, model.name);
+      await screenshot(page, 'interpolated.png');
+      console.log(`web page: interpolation, ${FRAMES} frames (${PATH_METHOD}) ${interpSeconds.toFixed(1)} s, all ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+    }
     if (process.env.FPI_WEB_SKIP_SINGLE_FILE !== '1') {
       const t = await checkSingleFile(page, testCase);
       console.log(

@@ -263,7 +263,8 @@ mod tests {
         assert_eq!(settings, expected);
         // Without fpi's metadata: the defaults at the latents' size (2 latents × 8 pixels).
         let settings = SeedInfo::derived_settings(&seed(None), 8, "", 50, 1.0);
-        let expected = InvertSettings { prompt: String::new(), size: 16, steps: 50, guidance: 1.0, ..InvertSettings::default() };
+        let expected =
+            InvertSettings { prompt: String::new(), size: 16, steps: 50, guidance: 1.0, ..InvertSettings::default() };
         assert_eq!(settings, expected);
     }
 

@@ -1,6 +1,7 @@
 //! fpi in the browser: the same models, pipeline and inversion core as the `fpi` CLI, compiled to wasm32 and run
 //! on the page's WebGPU. A page (see the repository's `web/`) calls [`Model::load`] with the model's files, then
-//! [`Model::invert`] and [`Model::reconstruct`]; progress reaches a JS callback, which can also cancel.
+//! [`Model::invert`], [`Model::edit`], [`Model::interpolate`] and [`Model::reconstruct`]; progress reaches a JS
+//! callback, which can also cancel.
 #![cfg(target_family = "wasm")]
 #![warn(missing_docs)]
 
@@ -10,13 +11,14 @@ use std::cell::RefCell;
 use std::ops::ControlFlow;
 
 use burn::tensor::Device;
-use fpi_core::seed::Seed;
-use fpi_core::settings::{InvertSettings, Setting};
+use fpi_core::seed::{Derivation, Seed, SeedInfo};
+use fpi_core::seed_space::{self, PathMethod};
+use fpi_core::settings::{InvertSettings, Setting, check_guidance};
 use fpi_core::solver::Progress;
 use fpi_models::{ModelFiles, ModelFolder};
 use fpi_pipeline::edit::EditSettings;
 use fpi_pipeline::{Phase, Pipeline, PipelineError, image_io};
-use js_sys::{Function, Map, Object, Reflect};
+use js_sys::{Array, Function, Map, Object, Reflect, Uint8Array};
 use wasm_bindgen::prelude::*;
 
 use crate::files::{BlobFiles, describe};
@@ -161,6 +163,18 @@ struct EditRequest {
     guidance: Option<f64>,
 }
 
+/// The prompt, steps and guidance to sample with, when not the seed's ([`Model::interpolate`]'s `options`).
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct SamplingRequest {
+    prompt: Option<String>,
+    steps: Option<usize>,
+    guidance: Option<f64>,
+}
+
+/// The most frames [`Model::interpolate`] makes.
+const MAX_FRAMES: usize = 1000;
+
 /// The result of [`Model::edit`].
 #[wasm_bindgen]
 pub struct Edit {
@@ -291,6 +305,72 @@ impl Model {
             edit: image_io::encode_png(&pipeline.decode(edited.target).await.map_err(error)?),
             source: image_io::encode_png(&pipeline.decode(edited.source).await.map_err(error)?),
         })
+    }
+
+    /// `points` seeds on a path from the seed file `seed_a` to `seed_b` (both included, `points` ≥ 2) by `method`
+    /// (`"nao"`, `"slerp"` or `"lerp"`), as seed files that record how they were made, as `fpi interpolate` writes
+    /// them: the first seed's settings with the prompt, steps and guidance to sample them with (`options` =
+    /// `{prompt?, steps?, guidance?}`; absent: the first seed's, or for a file without fpi's metadata no prompt, 50
+    /// steps and guidance 1), this model's name, and the derivation (the method, `names` = the two files' names,
+    /// the frame and the count). [`Model::reconstruct`] renders each. Errors (one line): a file that is not a seed,
+    /// seeds of different shapes, latents that do not fit the model, fewer than 2 points, an unknown method, bad
+    /// steps or guidance.
+    pub fn interpolate(
+        &self,
+        seed_a: Vec<u8>,
+        seed_b: Vec<u8>,
+        names: Vec<String>,
+        points: usize,
+        method: String,
+        options: JsValue,
+    ) -> Result<Array, JsError> {
+        let [name_a, name_b]: [String; 2] = names
+            .try_into()
+            .map_err(|n: Vec<String>| JsError::new(&format!("names: 2 file names, got {}", n.len())))?;
+        if !(2..=MAX_FRAMES).contains(&points) {
+            return Err(JsError::new(&format!(
+                "points must be from 2 to {MAX_FRAMES} (both seeds are frames), got {points}"
+            )));
+        }
+        let method: PathMethod = method.parse().map_err(|e: String| JsError::new(&format!("method: {e}")))?;
+        let read = |bytes: &[u8], name: &str| {
+            Seed::from_bytes(bytes).map_err(|e| JsError::new(&format!("{name}: not a seed file: {e}")))
+        };
+        let (first, second) = (read(&seed_a, &name_a)?, read(&seed_b, &name_b)?);
+        if first.shape != second.shape {
+            return Err(JsError::new(&format!(
+                "{name_a} has latents {:?} and {name_b} {:?}: seeds of different sizes cannot be combined",
+                first.shape, second.shape
+            )));
+        }
+        let pipeline = &self.pipeline;
+        pipeline.check_latents(first.shape).map_err(|e| JsError::new(&format!("{name_a}: {e}")))?;
+        let request: SamplingRequest = if options.is_undefined() || options.is_null() {
+            SamplingRequest::default()
+        } else {
+            let json = js_sys::JSON::stringify(&options).map_err(|e| JsError::new(&describe(e)))?;
+            serde_json::from_str(&String::from(json)).map_err(|e| JsError::new(&format!("options: {e}")))?
+        };
+        let recorded = first.info.as_ref().map(|info| &info.settings);
+        let prompt = request.prompt.or_else(|| recorded.map(|s| s.prompt.clone())).unwrap_or_default();
+        let steps = request.steps.or(recorded.map(|s| s.steps)).unwrap_or(InvertSettings::default().steps);
+        let guidance = request.guidance.or(recorded.map(|s| s.guidance)).unwrap_or(1.0);
+        check_guidance(guidance).map_err(|e| error(e.into()))?;
+        pipeline.check_steps(steps).map_err(|e| error(e.into()))?;
+
+        let settings =
+            SeedInfo::derived_settings(&first, pipeline.vae().downsampling_factor(), prompt, steps, guidance);
+        let frames = Array::new();
+        for (frame, latents) in
+            seed_space::interpolate(&first.latents, &second.latents, points, method).into_iter().enumerate()
+        {
+            let sources = [name_a.clone(), name_b.clone()];
+            let derivation = Derivation::Interpolation { method, sources, frame, frames: points };
+            let info = SeedInfo::derived(settings.clone(), &self.name, derivation);
+            let seed = Seed { latents, shape: first.shape, info: Some(info) };
+            frames.push(&Uint8Array::from(seed.to_bytes().as_slice()));
+        }
+        Ok(frames)
     }
 
     /// Samples a seed file (prompt, steps and guidance from its metadata) and returns the image as PNG bytes.
