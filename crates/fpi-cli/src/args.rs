@@ -39,9 +39,18 @@ pub enum Command {
     Bench(BenchArgs),
 }
 
-/// Options every model-running command takes.
+/// Options every model-running command takes: the model, and where and how to run.
 #[derive(Args, Debug)]
 pub struct Common {
+    #[command(flatten)]
+    pub choice: ModelChoice,
+    #[command(flatten)]
+    pub run: RunOptions,
+}
+
+/// Which model to run.
+#[derive(Args, Debug)]
+pub struct ModelChoice {
     /// The Stable Diffusion 1.x model: a diffusers folder (unet/, vae/, text_encoder/, tokenizer/, scheduler/),
     /// one .safetensors checkpoint (original LDM keys, f32/f16/bf16), or a hub id ORG/NAME[@REVISION] such as
     /// stable-diffusion-v1-5/stable-diffusion-v1-5, read from the Hugging Face cache ($HF_HUB_CACHE, $HF_HOME/hub or
@@ -56,6 +65,11 @@ pub struct Common {
     /// from_single_file(config=…)). Without it a checkpoint is read as SD1.x, whose configuration fpi has built in.
     #[arg(long, value_name = "FOLDER")]
     pub config: Option<PathBuf>,
+}
+
+/// Where and how to run.
+#[derive(Args, Debug)]
+pub struct RunOptions {
     /// Where to run.
     #[arg(long, value_enum, default_value_t = Backend::Auto)]
     pub device: Backend,
@@ -355,12 +369,24 @@ pub struct GenerateArgs {
 /// `fpi bench`'s options.
 #[derive(Args, Debug)]
 pub struct BenchArgs {
+    /// The model to time (or --random).
     #[command(flatten)]
-    pub common: Common,
+    pub choice: Option<ModelChoice>,
+    /// Time SD1.x's configuration (built into fpi) with random weights instead of a model: no files needed.
+    #[arg(long, conflicts_with = "model", required_unless_present = "model")]
+    pub random: bool,
+    #[command(flatten)]
+    pub run: RunOptions,
     /// Image side in pixels.
     #[arg(long, default_value_t = 512)]
     pub size: usize,
-    /// DDIM steps of the timed inversion.
+    /// DDIM steps of the timed inversion (any number: the adjustment shrinks to fit).
     #[arg(long, default_value_t = 50)]
     pub steps: usize,
+    /// Skip the full inversion (minutes to hours on a CPU at 512²).
+    #[arg(long)]
+    pub no_inversion: bool,
+    /// Print the results as one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }

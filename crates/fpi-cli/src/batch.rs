@@ -507,7 +507,7 @@ pub fn invert_all(args: InvertArgs) -> Result<(), Failure> {
     check_writable(&summary)?;
     write_summary(&summary, &jobs)?;
 
-    let quiet = args.common.quiet;
+    let quiet = args.common.run.quiet;
     let needed = jobs.iter().any(|job| !matches!(job.todo, Todo::Skip));
     let pipeline = needed.then(|| load_chosen(chosen, &args.common)).transpose()?;
     if let Some(pipeline) = &pipeline {

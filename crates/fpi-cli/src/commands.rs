@@ -49,18 +49,18 @@ pub(crate) fn load(common: &Common) -> Result<(Pipeline, String), Failure> {
 
 /// Loads a model `choose` found, with `common`'s device and progress bars.
 pub(crate) fn load_chosen(model: ChosenModel, common: &Common) -> Result<Pipeline, Failure> {
-    let backend = common.device.resolve();
-    if !common.quiet {
+    let backend = common.run.device.resolve();
+    if !common.run.quiet {
         eprintln!("device: {backend}");
     }
     let device = backend.open()?;
     let started = Instant::now();
-    let mut bars = Bars::new(common.quiet);
+    let mut bars = Bars::new(common.run.quiet);
     let mut progress = |part: &str, done, total| bars.load(part, done, total);
     let folder = ModelFolder::new(model.files);
     let pipeline = pollster::block_on(Pipeline::load(&folder, device, &mut progress))?;
-    if !common.quiet {
-        eprintln!("loaded {} in {:.1} s", common.model, started.elapsed().as_secs_f64());
+    if !common.run.quiet {
+        eprintln!("loaded {} in {:.1} s", common.choice.model, started.elapsed().as_secs_f64());
     }
     Ok(pipeline)
 }
@@ -97,7 +97,7 @@ fn invert_one(args: InvertArgs) -> Result<(), Failure> {
     let settings = batch::settings(&args, &prompts[0])?;
     let image = read_image(image_path)?;
     let (pipeline, model) = load(&args.common)?;
-    let inverter = Inverter { pipeline: &pipeline, model: &model, quiet: args.common.quiet };
+    let inverter = Inverter { pipeline: &pipeline, model: &model, quiet: args.common.run.quiet };
     let inverted = inverter.invert(&image, &settings, output, "")?;
     if let Some(trace) = &args.trace {
         write_atomic(trace, &serde_json::to_vec_pretty(inverted.reports()).expect("plain data"))?;
@@ -116,7 +116,7 @@ fn reconstruct(args: ReconstructArgs) -> Result<(), Failure> {
     sampling.check(&pipeline, &args.seed, &args.sampling)?;
     let latents = pipeline.seed_tensor(&seed).at(&args.seed)?;
     let Sampling { prompt, steps, guidance } = sampling;
-    sample_and_write(&pipeline, latents, &prompt, steps, guidance, args.common.quiet, &args.outputs)
+    sample_and_write(&pipeline, latents, &prompt, steps, guidance, args.common.run.quiet, &args.outputs)
 }
 
 /// The prompt, steps and guidance to sample a seed with.
@@ -189,7 +189,7 @@ fn edit(args: EditArgs) -> Result<(), Failure> {
         blend_start: args.blend_start,
         reweight: args.reweight.clone(),
     };
-    let mut bars = Bars::new(args.common.quiet);
+    let mut bars = Bars::new(args.common.run.quiet);
     let (pipeline, seed, source) = match (&args.seed, &args.image) {
         (Some(path), _) => {
             let seed = read_seed(path)?;
@@ -239,7 +239,7 @@ fn edit(args: EditArgs) -> Result<(), Failure> {
     if let Some(out) = &args.source_output {
         write_png(out, &pollster::block_on(pipeline.decode(edited.source))?)?;
     }
-    if !args.common.quiet {
+    if !args.common.run.quiet {
         eprintln!("wrote {} ({steps} steps, {:.1} s)", args.output.display(), started.elapsed().as_secs_f64());
     }
     Ok(())
@@ -259,7 +259,7 @@ fn generate(args: GenerateArgs) -> Result<(), Failure> {
             pipeline.seed_tensor(&Seed { latents: values, shape, info: None })?
         }
     };
-    sample_and_write(&pipeline, latents, &args.prompt, args.steps, args.guidance, args.common.quiet, &args.outputs)
+    sample_and_write(&pipeline, latents, &args.prompt, args.steps, args.guidance, args.common.run.quiet, &args.outputs)
 }
 
 fn info() -> Result<(), Failure> {
@@ -287,18 +287,48 @@ fn info() -> Result<(), Failure> {
 }
 
 /// Runs `f` once to warm up (kernel compilation, autotuning), then times one run, reading the result back.
-fn time<const D: usize>(label: &str, mut f: impl FnMut() -> Result<Tensor<D>, PipelineError>) -> Result<f64, Failure> {
+/// Runs `f` once to warm up (kernels compiled, shapes tuned), then times a second run, results read back.
+fn time<const D: usize>(mut f: impl FnMut() -> Result<Tensor<D>, PipelineError>) -> Result<f64, Failure> {
     let read = |t| pollster::block_on(to_host(t));
     read(f()?)?;
     let started = Instant::now();
     read(f()?)?;
-    let seconds = started.elapsed().as_secs_f64();
-    println!("{label:<28} {seconds:>9.3} s");
-    Ok(seconds)
+    Ok(started.elapsed().as_secs_f64())
+}
+
+/// The most memory this process has held resident, in MiB (Linux; elsewhere unknown).
+fn peak_resident_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+/// What `fpi bench` measured.
+struct BenchReport {
+    device: String,
+    size: usize,
+    steps: usize,
+    model: String,
+    load_s: f64,
+    parts: Vec<(&'static str, &'static str, f64)>,
+    inversion_s: Option<f64>,
 }
 
 fn bench(args: BenchArgs) -> Result<(), Failure> {
-    let (pipeline, _) = load(&args.common)?;
+    let started = Instant::now();
+    let (pipeline, model, run) = match args.choice {
+        Some(choice) => {
+            let common = Common { choice, run: args.run };
+            let (pipeline, name) = load(&common)?;
+            (pipeline, name, common.run)
+        }
+        None => {
+            let device = args.run.device.resolve().open()?;
+            (Pipeline::random(device)?, "random SD1.x".to_owned(), args.run)
+        }
+    };
+    let load_s = started.elapsed().as_secs_f64();
     let settings = InvertSettings {
         prompt: "a photograph".into(),
         size: args.size,
@@ -313,45 +343,103 @@ fn bench(args: BenchArgs) -> Result<(), Failure> {
     let states = pipeline.condition(&settings.prompt)?.states;
     let t = |b| Tensor::<1>::full([b], 501.0, &device);
     let (unet, vae) = (pipeline.unet(), pipeline.vae());
-    println!("size {0}×{0}, latents {1}×{1}", args.size, shape[2]);
-    time("CLIP (2 prompts)", || Ok(pipeline.condition(&settings.prompt)?.states))?;
-    time("UNet, batch 1", || Ok(unet.forward(latents(1), t(1), &states.clone().narrow(0, 1, 1))))?;
-    time("UNet, batch 2 (guidance)", || Ok(unet.forward(latents(2), t(2), &states)))?;
     let image = Tensor::<4>::random([1, 3, args.size, args.size], Distribution::Uniform(-1.0, 1.0), &device);
-    time("VAE encode", || Ok(vae.encode(image.clone()).mean))?;
-    time("VAE decode", || Ok(vae.decode(latents(1))))?;
     // One Prompt-to-Prompt step: the UNet on both branches (batch 4) with the attention hook.
     let edit = EditSettings { prompt: "a painting".into(), ..EditSettings::default() };
-    time("edit step (batch 4)", || {
-        let edited = pollster::block_on(
-            pipeline.edit(latents(1), &settings.prompt, &edit, 1, 2.0, &mut |_, _| std::ops::ControlFlow::Continue(())),
-        )?;
-        Ok(edited.target)
-    })?;
-    let mut bars = Bars::new(args.common.quiet);
-    let started = Instant::now();
-    let inversion = pollster::block_on(pipeline.invert(latents(1), &settings, &mut |ph, p| bars.observe(ph, p)))?;
-    pollster::block_on(to_host(inversion.seed))?;
-    bars.finish();
+    let parts = vec![
+        ("clip", "CLIP (2 prompts)", time(|| Ok(pipeline.condition(&settings.prompt)?.states))?),
+        ("unet_batch1", "UNet, batch 1", time(|| Ok(unet.forward(latents(1), t(1), &states.clone().narrow(0, 1, 1))))?),
+        ("unet_batch2", "UNet, batch 2 (guidance)", time(|| Ok(unet.forward(latents(2), t(2), &states)))?),
+        ("vae_encode", "VAE encode", time(|| Ok(vae.encode(image.clone()).mean))?),
+        ("vae_decode", "VAE decode", time(|| Ok(vae.decode(latents(1))))?),
+        (
+            "edit_step",
+            "edit step (batch 4)",
+            time(|| {
+                let mut go_on =
+                    |_: fpi_pipeline::Phase, _: &fpi_core::solver::Progress| std::ops::ControlFlow::Continue(());
+                Ok(pollster::block_on(pipeline.edit(latents(1), &settings.prompt, &edit, 1, 2.0, &mut go_on))?.target)
+            })?,
+        ),
+    ];
+    let inversion_s = if args.no_inversion {
+        None
+    } else {
+        let mut bars = Bars::new(run.quiet || args.json);
+        let started = Instant::now();
+        let inversion = pollster::block_on(pipeline.invert(latents(1), &settings, &mut |ph, p| bars.observe(ph, p)))?;
+        pollster::block_on(to_host(inversion.seed))?;
+        bars.finish();
+        Some(started.elapsed().as_secs_f64())
+    };
+    let report = BenchReport {
+        device: run.device.resolve().to_string(),
+        size: args.size,
+        steps: args.steps,
+        model,
+        load_s,
+        parts,
+        inversion_s,
+    };
+    print_bench(&report, &settings, &device, args.json);
+    Ok(())
+}
+
+fn print_bench(report: &BenchReport, settings: &InvertSettings, device: &burn::tensor::Device, json: bool) {
+    let mib = |bytes: u64| bytes as f64 / 1048576.0;
+    let usage = device.memory_pool_usage();
+    let largest = device.memory_pool_report().map(|r| r.iter().map(|p| p.largest_alloc).max().unwrap_or(0));
+    if json {
+        let parts: serde_json::Map<String, serde_json::Value> =
+            report.parts.iter().map(|(key, _, s)| ((*key).to_owned(), (*s).into())).collect();
+        let object = serde_json::json!({
+            "device": report.device,
+            "size": report.size,
+            "steps": report.steps,
+            "model": report.model,
+            "load_s": report.load_s,
+            "parts": parts,
+            "inversion_s": report.inversion_s,
+            "peak_resident_mib": peak_resident_mib(),
+            "device_in_use_mib": usage.as_ref().map(|u| mib(u.bytes_in_use)),
+            "device_reserved_mib": usage.as_ref().map(|u| mib(u.bytes_reserved)),
+            "largest_allocation_mib": largest.map(mib),
+        });
+        println!("{object}");
+        return;
+    }
     println!(
-        "{:<28} {:>9.3} s ({} steps, fpi K={}, guidance {}, adjust {})",
-        "full inversion",
-        started.elapsed().as_secs_f64(),
-        settings.steps,
-        settings.method.iterations(),
-        settings.guidance,
-        settings.adjust
+        "{}, size {2}×{2}, latents {3}×{3}, device {1}",
+        report.model,
+        report.device,
+        report.size,
+        report.size / 8
     );
-    if let Some(usage) = device.memory_pool_usage() {
+    println!("{:<28} {:>9.3} s", "load", report.load_s);
+    for (_, label, seconds) in &report.parts {
+        println!("{label:<28} {seconds:>9.3} s");
+    }
+    if let Some(seconds) = report.inversion_s {
         println!(
-            "device memory in use {:.0} MiB (reserved {:.0} MiB)",
-            usage.bytes_in_use as f64 / 1048576.0,
-            usage.bytes_reserved as f64 / 1048576.0
+            "{:<28} {seconds:>9.3} s ({} steps, fpi K={}, guidance {}, adjust {})",
+            "full inversion",
+            settings.steps,
+            settings.method.iterations(),
+            settings.guidance,
+            settings.adjust
         );
     }
-    if let Some(report) = device.memory_pool_report() {
-        let largest = report.iter().map(|p| p.largest_alloc).max().unwrap_or(0);
-        println!("largest device allocation {:.1} MiB", largest as f64 / 1048576.0);
+    if let Some(peak) = peak_resident_mib() {
+        println!("peak resident memory {peak:.0} MiB");
     }
-    Ok(())
+    if let Some(usage) = usage {
+        println!(
+            "device memory in use {:.0} MiB (reserved {:.0} MiB)",
+            mib(usage.bytes_in_use),
+            mib(usage.bytes_reserved)
+        );
+    }
+    if let Some(largest) = largest {
+        println!("largest device allocation {:.1} MiB", mib(largest));
+    }
 }

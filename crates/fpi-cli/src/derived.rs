@@ -98,7 +98,7 @@ pub fn interpolate(args: InterpolateArgs) -> Result<(), Failure> {
     let sources = [file_name(&args.from), file_name(&args.to)];
     let mut images = Vec::new();
     for (i, latents) in frames.into_iter().enumerate() {
-        if !args.common.quiet {
+        if !args.common.run.quiet {
             eprintln!("frame {} of {}", i + 1, args.points);
         }
         let derivation =
@@ -106,12 +106,12 @@ pub fn interpolate(args: InterpolateArgs) -> Result<(), Failure> {
         let seed =
             Seed { latents, shape: first.shape, info: Some(SeedInfo::derived(settings.clone(), &model, derivation)) };
         write_atomic(&named(i, "safetensors"), &seed.to_bytes())?;
-        let image = render(&pipeline, &seed, &named(i, "safetensors"), &sampling, args.common.quiet)?;
+        let image = render(&pipeline, &seed, &named(i, "safetensors"), &sampling, args.common.run.quiet)?;
         write_png(&named(i, "png"), &image)?;
         images.push(image);
     }
     write_png(&dir.join("strip.png"), &image_io::strip(&images))?;
-    if !args.common.quiet {
+    if !args.common.run.quiet {
         eprintln!("wrote {} frames and strip.png to {}", images.len(), dir.display());
     }
     Ok(())
@@ -139,9 +139,9 @@ pub fn centroid(args: CentroidArgs) -> Result<(), Failure> {
     let seed = Seed { latents, shape: seeds[0].shape, info: Some(SeedInfo::derived(settings, &model, derivation)) };
     write_atomic(&args.output, &seed.to_bytes())?;
     if let Some(image) = &args.image {
-        write_png(image, &render(&pipeline, &seed, &args.output, &sampling, args.common.quiet)?)?;
+        write_png(image, &render(&pipeline, &seed, &args.output, &sampling, args.common.run.quiet)?)?;
     }
-    if !args.common.quiet {
+    if !args.common.run.quiet {
         eprintln!("wrote {}", args.output.display());
     }
     Ok(())

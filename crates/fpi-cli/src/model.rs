@@ -22,23 +22,23 @@ pub struct ChosenModel {
 /// The files `common` names: hub ids are looked up in the Hugging Face cache and downloaded into it when missing.
 pub fn choose(common: &Common) -> Result<ChosenModel, Failure> {
     let hub = HubOptions::from_env();
-    let (model, mut name) = locate(&common.model, RepoKind::Pipeline, &hub, common.quiet)?;
-    let vae = match &common.vae {
+    let (model, mut name) = locate(&common.choice.model, RepoKind::Pipeline, &hub, common.run.quiet)?;
+    let vae = match &common.choice.vae {
         Some(vae) => {
-            let (path, vae_name) = locate(vae, RepoKind::Vae, &hub, common.quiet)?;
+            let (path, vae_name) = locate(vae, RepoKind::Vae, &hub, common.run.quiet)?;
             name = format!("{name} + {vae_name}");
             Some(path)
         }
         None => None,
     };
-    if let Some(config) = &common.config
+    if let Some(config) = &common.choice.config
         && model.is_dir()
         && vae.as_deref().is_none_or(Path::is_dir)
     {
         let message = "--config gives the configs of a single-file checkpoint; --model and --vae are folders";
         return Err(Failure::from(format!("{}: {message}", config.display())));
     }
-    let files = pollster::block_on(ModelFiles::open(&model, vae.as_deref(), common.config.as_deref()))?;
+    let files = pollster::block_on(ModelFiles::open(&model, vae.as_deref(), common.choice.config.as_deref()))?;
     Ok(ChosenModel { files, name })
 }
 

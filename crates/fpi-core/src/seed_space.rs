@@ -69,7 +69,7 @@ pub fn lerp(a: &[f32], b: &[f32], t: f64) -> Point {
 pub fn slerp(a: &[f32], b: &[f32], t: f64) -> Point {
     let (a64, b64) = (to_f64(a), to_f64(b));
     let cos = a64.iter().zip(&b64).map(|(x, y)| x * y).sum::<f64>() / (norm(&a64) * norm(&b64));
-    if !(cos.abs() <= 0.9995) {
+    if cos.is_nan() || cos.abs() > 0.9995 {
         return lerp(a, b, t);
     }
     let theta = cos.acos();

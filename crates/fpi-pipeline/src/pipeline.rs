@@ -13,7 +13,9 @@ use fpi_core::seed::{Seed, SeedInfo};
 use fpi_core::settings::{InvertSettings, SettingsError, check_guidance};
 use fpi_core::solver::{self, Observer, Progress, RunError, StepReport, to_host};
 use fpi_models::ModelFolder;
-use fpi_models::clip::ClipTextModel;
+use fpi_models::clip::{ClipTextModel, TokenTable};
+use fpi_models::config::{ClipConfig, UNetConfig, VaeConfig, parse_config};
+use fpi_models::sd1;
 use fpi_models::folder::LoadProgress;
 use fpi_models::source::ModelSource;
 use fpi_models::tokenizer::ClipTokenizer;
@@ -182,6 +184,33 @@ impl Pipeline {
             clip: folder.load_clip(&device, progress).await?,
             unet: folder.load_unet(&device, progress).await?,
             vae: folder.load_vae(&device, progress).await?,
+            scheduler,
+            device,
+        })
+    }
+
+    /// SD1.x, in the configuration fpi has built in for checkpoint files, with random weights: for timing the
+    /// model without its files (`fpi bench --random`). Its tokenizer is CLIP's; its outputs mean nothing.
+    pub fn random(device: Device) -> Result<Self, PipelineError> {
+        let at = |name: &str| PathBuf::from(format!("SD1.x's built-in {name}"));
+        let unet: UNetConfig = parse_config(sd1::UNET_CONFIG, &at("UNet config"))?;
+        let vae: VaeConfig = parse_config(sd1::VAE_CONFIG, &at("VAE config"))?;
+        let clip: ClipConfig = parse_config(sd1::CLIP_CONFIG, &at("CLIP config"))?;
+        let scheduler = SchedulerConfig::parse(sd1::SCHEDULER_CONFIG)
+            .map_err(|source| PipelineError::SchedulerConfig { path: at("scheduler config"), source })?;
+        let merges = sd1::merges_txt();
+        let tokenizer =
+            ClipTokenizer::from_vocab_merges(&sd1::vocab_json(&merges), &merges, &[at("vocab"), at("merges")])?;
+        // A fixed pseudo-random table (CLIP's token embeddings have a spread of about 0.02).
+        let rows = (0..clip.vocab_size * clip.hidden_size)
+            .map(|i| ((i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) as f32 / (1u64 << 24) as f32 * 0.04 - 0.02)
+            .collect();
+        let table = TokenTable { rows, dim: clip.hidden_size };
+        Ok(Self {
+            tokenizer,
+            clip: ClipTextModel::new(&clip, table, &device),
+            unet: UNet2DConditionModel::new(&unet, &device),
+            vae: AutoencoderKL::new(&vae, &device),
             scheduler,
             device,
         })
