@@ -408,13 +408,7 @@ fn print_bench(report: &BenchReport, settings: &InvertSettings, device: &burn::t
         println!("{object}");
         return;
     }
-    println!(
-        "{}, size {2}×{2}, latents {3}×{3}, device {1}",
-        report.model,
-        report.device,
-        report.size,
-        report.size / 8
-    );
+    println!("{}, size {2}×{2}, device {1}", report.model, report.device, report.size);
     println!("{:<28} {:>9.3} s", "load", report.load_s);
     for (_, label, seconds) in &report.parts {
         println!("{label:<28} {seconds:>9.3} s");
