@@ -4,8 +4,8 @@
     python tests/reference/bench_diffusers.py [--device cpu|cuda] [--dtype float32|float16] [--threads N] [--size S]
     python tests/reference/bench_diffusers.py --compare FPI_JSON TORCH_JSON [TORCH_JSON ...]
 
-The first form builds SD1.5's UNet, VAE and CLIP text encoder (the configs of make_fixtures.py's `--full`, copied here
-so that this file runs on its own, e.g. on a GPU machine that has only torch, diffusers and transformers) with random
+The first form builds SD1.5's UNet, VAE and CLIP text encoder (the configs of make_fixtures.py's `--full`, imported from
+it: the GPU machine gets the repository's tests/ too, and needs torch, diffusers and transformers) with random
 weights in memory, times each part as `fpi bench` does (one warm-up call, then one timed call whose result is read
 back to the host; on CUDA after a synchronisation), all under `torch.inference_mode()` with diffusers' and
 transformers' default attention (SDPA), and prints one JSON object on stdout (times in seconds, memory in MiB):
@@ -45,44 +45,10 @@ import sys
 import time
 from pathlib import Path
 
-# SD1.5's configuration, as tests/reference/make_fixtures.py's SD15_UNET / SD15_VAE / SD15_CLIP (`--full`).
-SD15_UNET = dict(
-    sample_size=64,
-    in_channels=4,
-    out_channels=4,
-    down_block_types=["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
-    up_block_types=["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
-    block_out_channels=[320, 640, 1280, 1280],
-    layers_per_block=2,
-    attention_head_dim=8,
-    cross_attention_dim=768,
-    norm_num_groups=32,
-)
-SD15_VAE = dict(
-    in_channels=3,
-    out_channels=3,
-    down_block_types=["DownEncoderBlock2D"] * 4,
-    up_block_types=["UpDecoderBlock2D"] * 4,
-    block_out_channels=[128, 256, 512, 512],
-    layers_per_block=2,
-    latent_channels=4,
-    norm_num_groups=32,
-    sample_size=512,
-    scaling_factor=0.18215,
-)
-SD15_CLIP = dict(
-    vocab_size=49408,
-    hidden_size=768,
-    intermediate_size=3072,
-    num_hidden_layers=12,
-    num_attention_heads=12,
-    max_position_embeddings=77,
-    hidden_act="quick_gelu",
-    projection_dim=768,
-    bos_token_id=49406,
-    eos_token_id=49407,
-    pad_token_id=1,
-)
+# SD1.5's configuration: the one make_fixtures.py's `--full` models have (the same random architecture fpi times).
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from make_fixtures import SD15_CLIP, SD15_UNET, SD15_VAE  # noqa: E402
+
 BOS, EOS, CONTEXT = 49406, 49407, 77
 # Token ids of "", "a photograph" and "a painting" framed as SD1.5 frames prompts (padded with <|endoftext|>). The ids
 # of the words do not matter for the time; tokenising is left out.
