@@ -66,8 +66,8 @@ impl Need {
         }
     }
 
-    /// The files an `hf download` command names for it: the f32 weights, which every repository with
-    /// safetensors weights has.
+    /// The files an `hf download` command names for it: for weights the f32 file, which most repositories have
+    /// (an fp16-only one needs `.fp16` in the name instead; the message lists both).
     pub(super) fn hint_files(&self) -> Vec<String> {
         let mut alternatives = self.alternatives();
         match self {
