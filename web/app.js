@@ -5,7 +5,8 @@
 // the state on <body> for tests and styling: data-webgpu (checking | ok | missing), data-model (none | loading |
 // loaded | failed), data-run (idle | running | done | cancelled | failed), data-phase (adjust | invert | sample:
 // the phase the run reported last), data-edit (idle | running | done | cancelled | failed: the last edit of the
-// inversion shown) and data-interpolate (idle | running | done | cancelled | failed: the last interpolation);
+// inversion shown), data-interpolate (idle | running | done | cancelled | failed: the last interpolation) and
+// data-centroid (the same, for the last centroid);
 // #model-info carries data-name, data-format (diffusers | checkpoint), data-vae (the replacement
 // VAE's name, '' for the model's own), data-cached and data-downloaded (the model's and the VAE's files together)
 // once a model is loaded. It also enables the controls and shows the boxes that fit the state.
@@ -52,6 +53,9 @@ const state = {
   interp: 'idle', // idle | running | done | cancelled | failed: the last interpolation
   interpJob: null, // the running interpolation: { names, method, frames, start }
   interpError: '', // why the last interpolation failed, in one line
+  centroid: 'idle', // idle | running | done | cancelled | failed: the last centroid
+  centroidJob: null, // the running centroid: { names, method, start }
+  centroidError: '', // why the last centroid failed, in one line
   dragDepth: 0, // how deep inside the page files are being dragged (0: not dragging)
 };
 
@@ -70,8 +74,12 @@ const endEdit = (outcome, patch = {}) => setState({ edit: outcome, editJob: null
 /** The state that ends an interpolation (outcome: done | cancelled | failed), with `patch`. */
 const endInterp = (outcome, patch = {}) => setState({ interp: outcome, interpJob: null, cancelRequested: false, ...patch });
 
-/** A model is loading, or an inversion, an edit or an interpolation is running: nothing else may start. */
-const busy = () => state.model === 'loading' || state.run === 'running' || state.edit === 'running' || state.interp === 'running';
+/** The state that ends a centroid (outcome: done | cancelled | failed), with `patch`. */
+const endCentroid = (outcome, patch = {}) => setState({ centroid: outcome, centroidJob: null, cancelRequested: false, ...patch });
+
+/** A model is loading, or an inversion, an edit, an interpolation or a centroid is running: nothing else may start. */
+const busy = () => state.model === 'loading' || state.run === 'running' || state.edit === 'running' || state.interp === 'running'
+  || state.centroid === 'running';
 
 /** Where downloaded files came from: " (9 from cache, 0 downloaded)", or '' for picked files. */
 const origin = ({ cached, downloaded }) => (downloaded || cached ? ` (${cached} from cache, ${downloaded} downloaded)` : '');
@@ -95,6 +103,7 @@ function render() {
   dataset.run = state.run;
   dataset.edit = state.edit;
   dataset.interpolate = state.interp;
+  dataset.centroid = state.centroid;
   if (state.phase) dataset.phase = state.phase;
   else delete dataset.phase;
 
@@ -156,6 +165,10 @@ function render() {
   $('interp-error').textContent = state.interpError;
   $('interp-error').hidden = !state.interpError;
   $('interp-strip-hint').hidden = $('interp-strip').childElementCount === 0;
+  $('centroid').disabled = state.model !== 'loaded' || seeds < 2 || busy();
+  $('centroid-error').textContent = state.centroidError;
+  $('centroid-error').hidden = !state.centroidError;
+  $('centroid-progress-text').hidden = state.centroid !== 'running' && state.centroid !== 'done';
   $('drop-overlay').hidden = state.dragDepth === 0;
 }
 
@@ -271,6 +284,7 @@ const handlers = {
   progress(p) {
     if (p.op === 'edit') return editProgress(p);
     if (p.op === 'interpolate') return interpProgress(p);
+    if (p.op === 'centroid') return centroidProgress(p);
     const { job } = state;
     if (!job) return;
     const now = performance.now();
@@ -364,9 +378,25 @@ const handlers = {
     setStatus(`interpolated: ${frames} frames (${job.method}) in ${clock(seconds)}`, 'done');
   },
 
+  'centroid-result'({ seed, image, seconds }) {
+    const job = state.centroidJob;
+    if (!job) return;
+    const stem = `centroid.${job.method}`;
+    setBlob('centroid-image', image, 'image/png');
+    setBlob('download-centroid', image, 'image/png');
+    setBlob('download-centroid-seed', seed, 'application/octet-stream');
+    $('download-centroid').download = `${stem}.png`;
+    $('download-centroid-seed').download = `${stem}.seed.safetensors`;
+    $('centroid-figure').hidden = false;
+    $('centroid-progress-text').textContent = `the centre of ${job.names.length} seeds (${job.method}) in ${clock(seconds)}`;
+    endCentroid('done');
+    setStatus(`centroid of ${job.names.length} seeds (${job.method}) in ${clock(seconds)}`, 'done');
+  },
+
   cancelled({ op }) {
     if (op === 'edit') endEdit('cancelled');
     else if (op === 'interpolate') endInterp('cancelled');
+    else if (op === 'centroid') endCentroid('cancelled');
     else endRun('cancelled');
     setStatus({ edit: 'edit cancelled', interpolate: 'interpolation cancelled' }[op] ?? 'cancelled');
   },
@@ -384,6 +414,9 @@ const handlers = {
     } else if (op === 'interpolate') {
       endInterp('failed', { interpError: message });
       fail(`interpolation failed: ${message}`);
+    } else if (op === 'centroid') {
+      endCentroid('failed', { centroidError: message });
+      fail(`centroid failed: ${message}`);
     } else {
       fail(message);
     }
@@ -665,7 +698,7 @@ $('settings').addEventListener('submit', async (event) => {
  * frames done stay on the page).
  */
 function cancelRunning() {
-  const running = { invert: state.run, edit: state.edit, interpolate: state.interp };
+  const running = { invert: state.run, edit: state.edit, interpolate: state.interp, centroid: state.centroid };
   const op = Object.keys(running).find((key) => running[key] === 'running');
   if (!op) return;
   if (!state.cancelRequested) {
@@ -677,7 +710,7 @@ function cancelRunning() {
   }
   worker.terminate();
   const patch = { model: 'none', modelInfo: null };
-  ({ invert: endRun, edit: endEdit, interpolate: endInterp })[op]('cancelled', patch);
+  ({ invert: endRun, edit: endEdit, interpolate: endInterp, centroid: endCentroid })[op]('cancelled', patch);
   setStatus('stopped; reloading the model…');
   startWorker();
 }
@@ -783,6 +816,15 @@ async function addSeeds(added) {
   const [from, to] = [$('interp-from'), $('interp-to')];
   for (const select of [from, to]) {
     for (let i = select.options.length; i < state.seeds.length; i += 1) select.add(new Option(seedLabel(i + 1, state.seeds[i]), String(i)));
+  }
+  // The Centroid control: one checkbox a seed, checked (all seeds by default).
+  const boxes = $('centroid-seeds');
+  for (let i = boxes.querySelectorAll('input').length; i < state.seeds.length; i += 1) {
+    const label = document.createElement('label');
+    const box = document.createElement('input');
+    Object.assign(box, { type: 'checkbox', checked: true, value: String(i) });
+    label.append(box, ` ${seedLabel(i + 1, state.seeds[i])}`);
+    boxes.append(label);
   }
   const [a, b] = defaultPair(state.seeds.length);
   [from.value, to.value] = [String(a), String(b)];
@@ -906,6 +948,38 @@ $('interp-form').addEventListener('submit', (event) => {
 });
 
 $('interp-cancel').addEventListener('click', cancelRunning);
+
+// ---------------------------------------------------------------------------------------------------------------
+// The centre of two or more seeds
+
+/** Shows a centroid's sampling progress. */
+function centroidProgress(p) {
+  const job = state.centroidJob;
+  if (!job) return;
+  $('centroid-progress-text').textContent = `sampling the centroid · step ${p.step + 1}/${p.steps} · ${clock((performance.now() - job.start) / 1000)}`;
+}
+
+$('centroid-form').addEventListener('submit', (event) => {
+  event.preventDefault();
+  if (state.model !== 'loaded' || busy()) return;
+  const chosen = [...$('centroid-seeds').querySelectorAll('input:checked')].map((box) => state.seeds[Number(box.value)]);
+  let options;
+  try {
+    if (chosen.length < 2) throw new Error(`a centroid needs at least 2 seeds, got ${chosen.length}`);
+    options = { prompt: $('interp-prompt').value, steps: numberField('interp-steps'), guidance: numberField('interp-guidance') };
+  } catch (e) {
+    setState({ centroid: 'failed', centroidError: e.message });
+    return fail(e.message);
+  }
+  const method = $('centroid-method').value;
+  const names = chosen.map((seed) => seed.name);
+  $('centroid-figure').hidden = true;
+  $('centroid-progress-text').textContent = method === 'nao' ? 'finding the NAO centroid…' : 'starting…';
+  setState({ centroid: 'running', centroidJob: { names, method, start: performance.now() }, centroidError: '', cancelRequested: false });
+  setStatus(`centroid of ${names.join(', ')} (${method}, ${options.steps} steps)…`);
+  // Copies of the seeds go to the worker (not transferred): the page keeps them.
+  worker.postMessage({ type: 'centroid', seeds: chosen.map((seed) => seed.bytes), names, method, options });
+});
 
 // ---------------------------------------------------------------------------------------------------------------
 // Errors that escape everything above still reach the status line.

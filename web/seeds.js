@@ -57,6 +57,7 @@ function derivationText(json) {
   try {
     const d = JSON.parse(json);
     if (d.operation === 'interpolation') return `frame ${d.frame + 1} of ${d.frames} (${d.method})`;
+    if (d.operation === 'centroid') return `centroid of ${d.sources?.length ?? '?'} (${d.method})`;
     return d.operation ?? 'derived';
   } catch {
     return 'derived';

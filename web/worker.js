@@ -14,6 +14,8 @@
 //     { type: 'interpolate', seeds: [ArrayBuffer, ArrayBuffer], names: [a, b], points, method, options }   frames on
 //       a path between two seed files (see Model.interpolate: names are the files' names, which the frames record;
 //       method 'nao' | 'slerp' | 'lerp'; options { prompt?, steps?, guidance? }), each sampled in turn (Model.reconstruct)
+//     { type: 'centroid', seeds: [ArrayBuffer, …], names, method, options }   the centre of 2 or more seed files
+//       (Model.centroid), sampled: centroid-result
 //     { type: 'cancel' }                                    stop the running inversion, edit or interpolation after
 //       its current step
 //   worker → page
@@ -33,6 +35,7 @@
 //     { type: 'path', frames, seconds }                      the interpolation's path is found; its frames follow
 //     { type: 'frame', index, frames, seed, image (ArrayBuffers: the frame's seed file and its PNG), seconds }
 //     { type: 'interpolate-result', frames, seconds }        every frame was sent
+//     { type: 'centroid-result', seed, image, seconds }       the centroid's seed file and PNG (ArrayBuffers)
 //     { type: 'cancelled', op }                             op: 'invert' | 'edit' | 'interpolate'
 //     { type: 'error', op, message }                        op: the request that failed; message: one line
 //
@@ -227,6 +230,18 @@ async function interpolate({ seeds, names, points, method, options }) {
   post({ type: 'interpolate-result', frames: frames.length, seconds: seconds() });
 }
 
+/** Makes the centre of 2 or more seeds (Model.centroid) and samples it (Model.reconstruct). */
+async function centroid({ seeds, names, method, options }) {
+  if (!model) throw new Error('no model is loaded');
+  cancel = false;
+  const start = performance.now();
+  const seed = model.centroid(seeds.map((bytes) => new Uint8Array(bytes)), names, method, options);
+  const png = await cancellable('centroid', () => model.reconstruct(seed, progressFor('centroid')));
+  if (!png) return;
+  const seconds = (performance.now() - start) / 1000;
+  post({ type: 'centroid-result', seed: seed.buffer, image: png.buffer, seconds }, [seed.buffer, png.buffer]);
+}
+
 async function handle(message) {
   await started;
   switch (message.type) {
@@ -238,6 +253,8 @@ async function handle(message) {
       return edit(message.seed, message.settings);
     case 'interpolate':
       return interpolate(message);
+    case 'centroid':
+      return centroid(message);
     default:
       throw new Error(`unknown request ${message.type}`);
   }

@@ -24,14 +24,17 @@
 //      (steps the seed's): the progress line counts "frame i of 3", three frames appear, each downloads a PNG of the
 //      case's size and a seed file that records the case's settings, the model and its derivation; the end frames'
 //      latents are the two seeds', the first frame's PNG is the reconstruction (within 1/255), and the frames differ
-//      ($FPI_WEB_SKIP_INTERPOLATE=1 skips this);
+//      ($FPI_WEB_SKIP_INTERPOLATE=1 skips this and 4c);
+//   4c. the Centroid control: the centre of those two seeds (method mean, steps the seed's) must finish
+//      (data-centroid="done"), download a PNG of the case's size and a seed file recording the case's settings, the
+//      model and the derivation {operation: centroid, method: mean, sources}, whose latents are (a + b)/√2 (1e-6);
 //   5. loads the tiny model as one checkpoint (tests/fixtures/single-file/tiny-sd.safetensors, LDM keys) picked
 //      with the tiny model's config, tokenizer and scheduler files (#model-files; it is not SD1.x-sized), and
 //      makes the same edit of the same seed: the PNG must be the folder's (within 1/255 per value); then picks the
 //      replacement VAE tests/fixtures/single-file/tiny-vae/ (#vae-folder, another random VAE), which reloads the
 //      checkpoint with it, and edits once more: the PNG must differ ($FPI_WEB_SKIP_SINGLE_FILE=1 skips this).
 // Exit code 0 is a pass. Outputs in target/web-test/: seed.safetensors, reconstruction.png, edit.png,
-// frame-{0,1,2}.png and .seed.safetensors, edit-checkpoint.png, edit-vae.png, finished.png (after the inversion),
+// frame-{0,1,2}.png and .seed.safetensors, centroid.png and .seed.safetensors, edit-checkpoint.png, edit-vae.png, finished.png (after the inversion),
 // edited.png (after the edit) and interpolated.png (after the interpolation), or failed.png.
 // Chromium runs with the flags the wasm32 tests use (crates/fpi-web/webdriver.json).
 // Environment: FPI_CHROMIUM (default: webdriver.json's binary), FPI_WEB_TIMEOUT_S (the inversion's limit, default
@@ -553,6 +556,50 @@ async function interpolateCase(page, testCase, seed, modelName) {
   return run.seconds;
 }
 
+/**
+ * The Centroid control (step 4c above): the centre (mean) of the two seeds the interpolation used, with the seeds'
+ * steps, must finish, download a PNG of the case's size, and a seed whose derivation names the method and the two
+ * seeds and whose latents are (a + b)/√2. Returns its seconds.
+ */
+async function centroidCase(page, testCase, seed, modelName) {
+  const stem = path.basename(testCase.image).replace(/\.[^.]*$/, '');
+  const other = readSeed(path.join(outDir, 'gaussian.seed.safetensors'));
+  const boxes = await page.$$eval('#centroid-seeds input', (inputs) => inputs.map((box) => box.checked));
+  check(boxes.length === 3 && boxes.every(Boolean), `the centroid's seeds should be the 3 seeds, all checked: ${JSON.stringify(boxes)}`);
+  await page.uncheck('#centroid-seeds input[value="2"]'); // small.seed.safetensors: another size
+  await page.selectOption('#centroid-method', 'mean');
+  const start = Date.now();
+  await page.click('#centroid');
+  const centroidState = () => page.evaluate(() => ({
+    centroid: document.body.dataset.centroid,
+    error: document.getElementById('centroid-error').textContent,
+    status: document.getElementById('status').textContent,
+  }));
+  let state = await centroidState();
+  while (state.centroid === 'running') {
+    check(Date.now() - start < invertTimeout, `no centroid after ${invertTimeout / 1000} s`);
+    await page.waitForTimeout(100);
+    state = await centroidState();
+  }
+  const seconds = (Date.now() - start) / 1000;
+  check(state.centroid === 'done', `the centroid did not finish (data-centroid=${state.centroid}): ${state.error || state.status}`);
+  const png = readPng(await download(page, '#download-centroid', 'centroid.mean.png', 'centroid.png'));
+  check(png.width === testCase.size && png.height === testCase.size, `the centroid is ${png.width}×${png.height}, not ${testCase.size}×${testCase.size}`);
+  const made = readSeed(await download(page, '#download-centroid-seed', 'centroid.mean.seed.safetensors', 'centroid.seed.safetensors'));
+  const { derivation, ...settings } = made.meta;
+  checkMetadata(settings, testCase, modelName);
+  const want = { operation: 'centroid', method: 'mean', sources: [`${stem}.seed.safetensors`, 'gaussian.seed.safetensors'] };
+  check(derivation && isDeepStrictEqual(JSON.parse(derivation), want), `the centroid's derivation is ${derivation}, not ${JSON.stringify(want)}`);
+  check(made.values.length === seed.values.length, `the centroid has ${made.values.length} latents, not ${seed.values.length}`);
+  let worst = 0;
+  for (let i = 0; i < made.values.length; i += 1) {
+    worst = Math.max(worst, Math.abs(made.values[i] - (seed.values[i] + other.values[i]) / Math.SQRT2));
+  }
+  check(worst <= 1e-6, `the centroid's latents differ from (a + b)/√2 by up to ${worst}`);
+  log(`centroid (mean) of ${stem} and gaussian: ${seconds.toFixed(1)} s, latents within ${worst.toExponential(1)} of (a + b)/√2`);
+  return seconds;
+}
+
 /** How two PNGs of one shape differ: { max, mean } of |Δ| over all values (of 255), and how many differ. */
 function pngDiff(a, b) {
   check(a.width === b.width && a.height === b.height && a.channels === b.channels,
@@ -696,7 +743,7 @@ async function main() {
   const testCase = readJson(path.join(fixtures, 'web-case.json'));
   fs.mkdirSync(outDir, { recursive: true });
   const frames = Array.from({ length: FRAMES }, (_, i) => [`frame-${i}.png`, `frame-${i}.seed.safetensors`]).flat();
-  const outputs = ['seed.safetensors', 'reconstruction.png', 'edit.png', ...frames, 'edit-checkpoint.png', 'edit-vae.png', 'finished.png', 'edited.png', 'interpolated.png', 'failed.png'];
+  const outputs = ['seed.safetensors', 'reconstruction.png', 'edit.png', ...frames, 'centroid.png', 'centroid.seed.safetensors', 'edit-checkpoint.png', 'edit-vae.png', 'finished.png', 'edited.png', 'interpolated.png', 'failed.png'];
   for (const old of outputs) fs.rmSync(path.join(outDir, old), { force: true });
 
   const server = await serve();
@@ -731,6 +778,8 @@ async function main() {
       const interpSeconds = await interpolateCase(page, testCase, seed, model.name);
       await screenshot(page, 'interpolated.png');
       console.log(`web page: interpolation, ${FRAMES} frames (${PATH_METHOD}) ${interpSeconds.toFixed(1)} s, all ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+      const centroidSeconds = await centroidCase(page, testCase, seed, model.name);
+      console.log(`web page: centroid (mean) ${centroidSeconds.toFixed(1)} s, all ${((Date.now() - t0) / 1000).toFixed(1)} s`);
     }
     if (process.env.FPI_WEB_SKIP_SINGLE_FILE !== '1') {
       const t = await checkSingleFile(page, testCase);

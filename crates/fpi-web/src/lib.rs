@@ -12,7 +12,7 @@ use std::ops::ControlFlow;
 
 use burn::tensor::Device;
 use fpi_core::seed::{Derivation, Seed, SeedInfo};
-use fpi_core::seed_space::{self, PathMethod};
+use fpi_core::seed_space::{self, CentroidMethod, PathMethod};
 use fpi_core::settings::{InvertSettings, Setting, check_guidance};
 use fpi_core::solver::Progress;
 use fpi_models::{ModelFiles, ModelFolder};
@@ -333,33 +333,9 @@ impl Model {
             )));
         }
         let method: PathMethod = method.parse().map_err(|e: String| JsError::new(&format!("method: {e}")))?;
-        let read = |bytes: &[u8], name: &str| {
-            Seed::from_bytes(bytes).map_err(|e| JsError::new(&format!("{name}: not a seed file: {e}")))
-        };
-        let (first, second) = (read(&seed_a, &name_a)?, read(&seed_b, &name_b)?);
-        if first.shape != second.shape {
-            return Err(JsError::new(&format!(
-                "{name_a} has latents {:?} and {name_b} {:?}: seeds of different sizes cannot be combined",
-                first.shape, second.shape
-            )));
-        }
-        let pipeline = &self.pipeline;
-        pipeline.check_latents(first.shape).map_err(|e| JsError::new(&format!("{name_a}: {e}")))?;
-        let request: SamplingRequest = if options.is_undefined() || options.is_null() {
-            SamplingRequest::default()
-        } else {
-            let json = js_sys::JSON::stringify(&options).map_err(|e| JsError::new(&describe(e)))?;
-            serde_json::from_str(&String::from(json)).map_err(|e| JsError::new(&format!("options: {e}")))?
-        };
-        let recorded = first.info.as_ref().map(|info| &info.settings);
-        let prompt = request.prompt.or_else(|| recorded.map(|s| s.prompt.clone())).unwrap_or_default();
-        let steps = request.steps.or(recorded.map(|s| s.steps)).unwrap_or(InvertSettings::default().steps);
-        let guidance = request.guidance.or(recorded.map(|s| s.guidance)).unwrap_or(1.0);
-        check_guidance(guidance).map_err(|e| error(e.into()))?;
-        pipeline.check_steps(steps).map_err(|e| error(e.into()))?;
-
-        let settings =
-            SeedInfo::derived_settings(&first, pipeline.vae().downsampling_factor(), prompt, steps, guidance);
+        let seeds = self.read_seeds(&[seed_a, seed_b], &[name_a.clone(), name_b.clone()])?;
+        let first = &seeds[0];
+        let (second, settings) = (&seeds[1], self.derived_settings(first, options)?);
         let frames = Array::new();
         for (frame, latents) in
             seed_space::interpolate(&first.latents, &second.latents, points, method).into_iter().enumerate()
@@ -371,6 +347,39 @@ impl Model {
             frames.push(&Uint8Array::from(seed.to_bytes().as_slice()));
         }
         Ok(frames)
+    }
+
+    /// The centre of 2 or more seed files (`seeds`, named `names`) by `method` (`"nao"`, `"mean"` or `"shell"`), as
+    /// a seed file that records how it was made, as `fpi centroid` writes it: the first seed's settings with the
+    /// prompt, steps and guidance to sample it with (`options` as in [`Model::interpolate`]), this model's name,
+    /// and the derivation (the method and `names`). [`Model::reconstruct`] renders it. Errors (one line): fewer
+    /// than 2 seeds, a file that is not a seed, seeds of different shapes, latents that do not fit the model, an
+    /// unknown method, bad steps or guidance, a centroid that is not finite.
+    pub fn centroid(
+        &self,
+        seeds: Vec<Uint8Array>,
+        names: Vec<String>,
+        method: String,
+        options: JsValue,
+    ) -> Result<Vec<u8>, JsError> {
+        if seeds.len() < 2 {
+            return Err(JsError::new(&format!("a centroid needs at least 2 seeds, got {}", seeds.len())));
+        }
+        if names.len() != seeds.len() {
+            return Err(JsError::new(&format!("names: {} file names for {} seeds", names.len(), seeds.len())));
+        }
+        let method: CentroidMethod = method.parse().map_err(|e: String| JsError::new(&format!("method: {e}")))?;
+        let bytes: Vec<Vec<u8>> = seeds.iter().map(Uint8Array::to_vec).collect();
+        let seeds = self.read_seeds(&bytes, &names)?;
+        let settings = self.derived_settings(&seeds[0], options)?;
+        let vectors: Vec<&[f32]> = seeds.iter().map(|s| s.latents.as_slice()).collect();
+        let latents = seed_space::centroid(&vectors, method);
+        if !latents.iter().all(|x| x.is_finite()) {
+            return Err(JsError::new("the centroid is not finite (the seeds cancel out); try another method"));
+        }
+        let derivation = Derivation::Centroid { method, sources: names };
+        let info = SeedInfo::derived(settings, &self.name, derivation);
+        Ok(Seed { latents, shape: seeds[0].shape, info: Some(info) }.to_bytes())
     }
 
     /// Samples a seed file (prompt, steps and guidance from its metadata) and returns the image as PNG bytes.
@@ -387,6 +396,47 @@ impl Model {
             .await
             .map_err(error)?;
         Ok(image_io::encode_png(&pipeline.decode(z0).await.map_err(error)?))
+    }
+}
+
+impl Model {
+    /// Reads seed files (`names` their names, for errors): all of one shape, which the model can sample.
+    fn read_seeds(&self, seeds: &[Vec<u8>], names: &[String]) -> Result<Vec<Seed>, JsError> {
+        let seeds = seeds
+            .iter()
+            .zip(names)
+            .map(|(bytes, name)| {
+                Seed::from_bytes(bytes).map_err(|e| JsError::new(&format!("{name}: not a seed file: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let first = &seeds[0];
+        if let Some((seed, name)) = seeds.iter().zip(names).skip(1).find(|(s, _)| s.shape != first.shape) {
+            return Err(JsError::new(&format!(
+                "{} has latents {:?} and {name} {:?}: seeds of different sizes cannot be combined",
+                names[0], first.shape, seed.shape
+            )));
+        }
+        self.pipeline.check_latents(first.shape).map_err(|e| JsError::new(&format!("{}: {e}", names[0])))?;
+        Ok(seeds)
+    }
+
+    /// The settings a seed derived from `first` records: `first`'s, with the prompt, steps and guidance of
+    /// `options` (`{prompt?, steps?, guidance?}`; absent: `first`'s, or for a file without fpi's metadata no
+    /// prompt, 50 steps and guidance 1), checked.
+    fn derived_settings(&self, first: &Seed, options: JsValue) -> Result<InvertSettings, JsError> {
+        let request: SamplingRequest = if options.is_undefined() || options.is_null() {
+            SamplingRequest::default()
+        } else {
+            let json = js_sys::JSON::stringify(&options).map_err(|e| JsError::new(&describe(e)))?;
+            serde_json::from_str(&String::from(json)).map_err(|e| JsError::new(&format!("options: {e}")))?
+        };
+        let recorded = first.info.as_ref().map(|info| &info.settings);
+        let prompt = request.prompt.or_else(|| recorded.map(|s| s.prompt.clone())).unwrap_or_default();
+        let steps = request.steps.or(recorded.map(|s| s.steps)).unwrap_or(InvertSettings::default().steps);
+        let guidance = request.guidance.or(recorded.map(|s| s.guidance)).unwrap_or(1.0);
+        check_guidance(guidance).map_err(|e| error(e.into()))?;
+        self.pipeline.check_steps(steps).map_err(|e| error(e.into()))?;
+        Ok(SeedInfo::derived_settings(first, self.pipeline.vae().downsampling_factor(), prompt, steps, guidance))
     }
 }
 
