@@ -4,7 +4,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use burn::tensor::{Distribution, Tensor};
-use fpi_core::seed::Seed;
+use fpi_core::seed::{Sampling, Seed};
 use fpi_core::settings::{InvertSettings, Setting, SettingsError, check_guidance};
 use fpi_core::solver::to_host;
 use fpi_models::ModelFolder;
@@ -111,43 +111,36 @@ fn invert_one(args: InvertArgs) -> Result<(), Failure> {
 fn reconstruct(args: ReconstructArgs) -> Result<(), Failure> {
     check_outputs(args.outputs.paths())?;
     let seed = read_seed(&args.seed)?;
-    let sampling = Sampling::of(&seed, &args.seed, &args.sampling)?;
+    let sampling = sampling_of(&seed, &args.seed, &args.sampling)?;
     let (pipeline, _) = load(&args.common)?;
-    sampling.check(&pipeline, &args.seed, &args.sampling)?;
+    check_sampling(&sampling, &pipeline, &args.seed, &args.sampling)?;
     let latents = pipeline.seed_tensor(&seed).at(&args.seed)?;
     let Sampling { prompt, steps, guidance } = sampling;
     sample_and_write(&pipeline, latents, &prompt, steps, guidance, args.common.run.quiet, &args.outputs)
 }
 
-/// The prompt, steps and guidance to sample a seed with.
-pub(crate) struct Sampling {
-    pub prompt: String,
-    pub steps: usize,
-    pub guidance: f64,
+/// How to sample `seed` (read from `path`): `options`, else what the seed records ([`Seed::sampling`]), checked.
+pub(crate) fn sampling_of(seed: &Seed, path: &Path, options: &SamplingOptions) -> Result<Sampling, Failure> {
+    let sampling = seed.sampling(options.prompt.clone(), options.steps, options.guidance);
+    check_guidance(sampling.guidance).map_err(|e| blame(e, path, options))?;
+    Ok(sampling)
 }
 
-impl Sampling {
-    /// The options given, else what `seed` (read from `path`) records, else no prompt, 50 steps and guidance 1.
-    pub fn of(seed: &Seed, path: &Path, options: &SamplingOptions) -> Result<Self, Failure> {
-        let recorded = seed.info.as_ref().map(|info| &info.settings);
-        let prompt = options.prompt.clone().or_else(|| recorded.map(|s| s.prompt.clone())).unwrap_or_default();
-        let guidance = options.guidance.or(recorded.map(|s| s.guidance)).unwrap_or(1.0);
-        let steps = options.steps.or(recorded.map(|s| s.steps)).unwrap_or(InvertSettings::default().steps);
-        check_guidance(guidance).map_err(|e| Self::blame(e, path, options))?;
-        Ok(Self { prompt, steps, guidance })
-    }
+/// Checks `sampling`'s steps against the model's schedule.
+pub(crate) fn check_sampling(
+    sampling: &Sampling,
+    pipeline: &Pipeline,
+    path: &Path,
+    options: &SamplingOptions,
+) -> Result<(), Failure> {
+    pipeline.check_steps(sampling.steps).map(|_| ()).map_err(|e| blame(e, path, options))
+}
 
-    /// Checks the steps against the model's schedule.
-    pub fn check(&self, pipeline: &Pipeline, path: &Path, options: &SamplingOptions) -> Result<(), Failure> {
-        pipeline.check_steps(self.steps).map(|_| ()).map_err(|e| Self::blame(e, path, options))
-    }
-
-    /// A bad value from the seed is the seed's fault, not an option's.
-    fn blame(e: SettingsError, path: &Path, options: &SamplingOptions) -> Failure {
-        match (e.setting(), options.steps, options.guidance) {
-            (Setting::Steps, None, _) | (Setting::Guidance, _, None) => at(path, format_args!("metadata {e}")),
-            _ => e.into(),
-        }
+/// A bad value from the seed is the seed's fault, not an option's.
+fn blame(e: SettingsError, path: &Path, options: &SamplingOptions) -> Failure {
+    match (e.setting(), options.steps, options.guidance) {
+        (Setting::Steps, None, _) | (Setting::Guidance, _, None) => at(path, format_args!("metadata {e}")),
+        _ => e.into(),
     }
 }
 

@@ -3,13 +3,13 @@
 
 use std::path::{Path, PathBuf};
 
-use fpi_core::seed::{Derivation, Seed, SeedInfo};
+use fpi_core::seed::{Derivation, Sampling, Seed, SeedInfo};
 use fpi_core::seed_space;
 use fpi_pipeline::Pipeline;
 use fpi_pipeline::image_io::{self, RgbImage};
 
 use crate::args::{CentroidArgs, InterpolateArgs};
-use crate::commands::{Sampling, check_outputs, load, read_seed, write_png};
+use crate::commands::{check_outputs, check_sampling, load, read_seed, sampling_of, write_png};
 use crate::failure::{AtPath, Failure};
 use crate::files::write_atomic;
 use crate::progress::Bars;
@@ -74,7 +74,7 @@ pub fn interpolate(args: InterpolateArgs) -> Result<(), Failure> {
     }
     let seeds = read_seeds(&[&args.from, &args.to])?;
     let (first, second) = (&seeds[0], &seeds[1]);
-    let sampling = Sampling::of(first, &args.from, &args.sampling)?;
+    let sampling = sampling_of(first, &args.from, &args.sampling)?;
     let other_prompt = second.info.as_ref().map(|info| info.settings.prompt.as_str());
     if args.sampling.prompt.is_none() && other_prompt.is_some_and(|p| p != sampling.prompt) {
         eprintln!(
@@ -88,7 +88,7 @@ pub fn interpolate(args: InterpolateArgs) -> Result<(), Failure> {
     let named = |i: usize, ext: &str| dir.join(format!("{i:03}.{ext}"));
     check_outputs([dir.join("strip.png").as_path()])?;
     let (pipeline, model) = load(&args.common)?;
-    sampling.check(&pipeline, &args.from, &args.sampling)?;
+    check_sampling(&sampling, &pipeline, &args.from, &args.sampling)?;
     pipeline.check_latents(first.shape).at(&args.from)?;
 
     let frames = seed_space::interpolate(&first.latents, &second.latents, args.points, args.method);
@@ -125,9 +125,9 @@ pub fn centroid(args: CentroidArgs) -> Result<(), Failure> {
     check_outputs([Some(args.output.as_path()), args.image.as_deref()].into_iter().flatten())?;
     let paths: Vec<&Path> = args.seeds.iter().map(PathBuf::as_path).collect();
     let seeds = read_seeds(&paths)?;
-    let sampling = Sampling::of(&seeds[0], paths[0], &args.sampling)?;
+    let sampling = sampling_of(&seeds[0], paths[0], &args.sampling)?;
     let (pipeline, model) = load(&args.common)?;
-    sampling.check(&pipeline, paths[0], &args.sampling)?;
+    check_sampling(&sampling, &pipeline, paths[0], &args.sampling)?;
     pipeline.check_latents(seeds[0].shape).at(paths[0])?;
 
     let vectors: Vec<&[f32]> = seeds.iter().map(|s| s.latents.as_slice()).collect();

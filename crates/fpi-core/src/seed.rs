@@ -80,6 +80,17 @@ impl SeedInfo {
     }
 }
 
+/// The prompt, steps and guidance to sample a seed with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sampling {
+    /// The prompt.
+    pub prompt: String,
+    /// DDIM steps.
+    pub steps: usize,
+    /// Guidance scale.
+    pub guidance: f64,
+}
+
 /// Metadata keys whose values are text; the others hold numbers (and `derivation`, JSON).
 const TEXT_KEYS: [&str; 4] = ["prompt", "method", "model", "fpi_version"];
 /// The metadata key of a derived seed's [`Derivation`], as JSON text.
@@ -127,6 +138,17 @@ pub enum SeedError {
 }
 
 impl Seed {
+    /// How to sample this seed: the values given, else what it records, else (a file without fpi's metadata) no
+    /// prompt, 50 steps and guidance 1.
+    pub fn sampling(&self, prompt: Option<String>, steps: Option<usize>, guidance: Option<f64>) -> Sampling {
+        let recorded = self.info.as_ref().map(|info| &info.settings);
+        Sampling {
+            prompt: prompt.or_else(|| recorded.map(|s| s.prompt.clone())).unwrap_or_default(),
+            steps: steps.or(recorded.map(|s| s.steps)).unwrap_or(InvertSettings::default().steps),
+            guidance: guidance.or(recorded.map(|s| s.guidance)).unwrap_or(1.0),
+        }
+    }
+
     /// The safetensors bytes.
     pub fn to_bytes(&self) -> Vec<u8> {
         let bytes: Vec<u8> = self.latents.iter().flat_map(|v| v.to_le_bytes()).collect();

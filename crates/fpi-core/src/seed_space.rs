@@ -186,13 +186,17 @@ pub fn centroid(seeds: &[&[f32]], method: CentroidMethod) -> Point {
     }
 }
 
+/// The value of `values` whose name in `names` (same order) is `name`.
+fn by_name<T: Copy>(name: &str, names: &[&str], values: &[T]) -> Result<T, String> {
+    let found = names.iter().position(|n| *n == name).map(|i| values[i]);
+    found.ok_or_else(|| format!("{name:?} is not one of {}", names.join(", ")))
+}
+
 impl std::str::FromStr for PathMethod {
     type Err = String;
 
     fn from_str(name: &str) -> Result<Self, String> {
-        let methods = [PathMethod::Nao, PathMethod::Slerp, PathMethod::Lerp];
-        let found = Self::NAMES.iter().position(|n| *n == name).map(|i| methods[i]);
-        found.ok_or_else(|| format!("{name:?} is not one of {}", Self::NAMES.join(", ")))
+        by_name(name, &Self::NAMES, &[PathMethod::Nao, PathMethod::Slerp, PathMethod::Lerp])
     }
 }
 
@@ -200,9 +204,7 @@ impl std::str::FromStr for CentroidMethod {
     type Err = String;
 
     fn from_str(name: &str) -> Result<Self, String> {
-        let methods = [CentroidMethod::Nao, CentroidMethod::Mean, CentroidMethod::Shell];
-        let found = Self::NAMES.iter().position(|n| *n == name).map(|i| methods[i]);
-        found.ok_or_else(|| format!("{name:?} is not one of {}", Self::NAMES.join(", ")))
+        by_name(name, &Self::NAMES, &[CentroidMethod::Nao, CentroidMethod::Mean, CentroidMethod::Shell])
     }
 }
 

@@ -11,7 +11,7 @@ use std::cell::RefCell;
 use std::ops::ControlFlow;
 
 use burn::tensor::Device;
-use fpi_core::seed::{Derivation, Seed, SeedInfo};
+use fpi_core::seed::{Derivation, Sampling, Seed, SeedInfo};
 use fpi_core::seed_space::{self, CentroidMethod, PathMethod};
 use fpi_core::settings::{InvertSettings, Setting, check_guidance};
 use fpi_core::solver::Progress;
@@ -430,10 +430,7 @@ impl Model {
             let json = js_sys::JSON::stringify(&options).map_err(|e| JsError::new(&describe(e)))?;
             serde_json::from_str(&String::from(json)).map_err(|e| JsError::new(&format!("options: {e}")))?
         };
-        let recorded = first.info.as_ref().map(|info| &info.settings);
-        let prompt = request.prompt.or_else(|| recorded.map(|s| s.prompt.clone())).unwrap_or_default();
-        let steps = request.steps.or(recorded.map(|s| s.steps)).unwrap_or(InvertSettings::default().steps);
-        let guidance = request.guidance.or(recorded.map(|s| s.guidance)).unwrap_or(1.0);
+        let Sampling { prompt, steps, guidance } = first.sampling(request.prompt, request.steps, request.guidance);
         check_guidance(guidance).map_err(|e| error(e.into()))?;
         self.pipeline.check_steps(steps).map_err(|e| error(e.into()))?;
         Ok(SeedInfo::derived_settings(first, self.pipeline.vae().downsampling_factor(), prompt, steps, guidance))
