@@ -5,8 +5,10 @@
 #
 # Needs no network and no model files: a release `fpi` binary (built elsewhere and carried, stripped), Python with
 # torch (CUDA), diffusers and transformers, and a Vulkan loader. Where the system has no libvulkan.so.1, one carried
-# beside fpi, in ./lib, or as Debian packages in ./.gl/*.deb (unpacked into a temporary folder, never into /) is used;
-# where no NVIDIA Vulkan driver manifest is installed, the container toolkit's /usr/local/nvidia/... one is named.
+# beside fpi, in ./lib, or as Debian packages in ./.gl/*.deb (unpacked into a temporary folder, never into /) is used.
+# NVIDIA's Vulkan driver (libGLX_nvidia) also needs glvnd: carry libglvnd0 with libvulkan1 (the first run found no
+# adapter without it). Where no NVIDIA Vulkan driver manifest is installed, the container toolkit's
+# /usr/local/nvidia/... one is named.
 # Each step runs under `timeout` (FPI_TIMEOUT, default 260 s; TORCH_TIMEOUT, default 90 s each), so the whole run
 # ends within 8 minutes; a step that fails or times out leaves its column empty. KEEP=DIR keeps the JSON files.
 set -uo pipefail
