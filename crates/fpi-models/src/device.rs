@@ -79,6 +79,21 @@ impl Backend {
     }
 }
 
+/// Whether `device` binds buffers of limited size, so that large feature maps must be held in bands (wgpu: 128 MiB
+/// on lavapipe and many WebGPU adapters); the CPU backends have no such limit.
+pub fn has_binding_limit(device: &burn::tensor::Device) -> bool {
+    #[cfg(not(target_family = "wasm"))]
+    {
+        use burn::backend::DispatchDevice;
+        !matches!(device.as_dispatch(), DispatchDevice::Flex(_) | DispatchDevice::NdArray(_))
+    }
+    #[cfg(target_family = "wasm")]
+    {
+        let _ = device;
+        true
+    }
+}
+
 /// A wgpu adapter as `fpi info` shows it.
 #[derive(Debug, Clone)]
 pub struct AdapterInfo {

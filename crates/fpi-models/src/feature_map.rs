@@ -8,16 +8,16 @@
 use burn::nn::GroupNorm;
 use burn::nn::conv::Conv2d;
 use burn::tensor::activation::silu;
-use burn::tensor::module::{conv2d, interpolate};
-use burn::tensor::ops::{ConvOptions, InterpolateMode, InterpolateOptions};
+use burn::tensor::module::interpolate;
+use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use burn::tensor::{Device, Tensor};
+
+use crate::conv::conv2d;
 
 /// The operations a resnet block needs, on either kind of feature map.
 pub trait FeatureMap: Clone + Sized {
-    /// Group normalisation with the module's groups, epsilon and affine parameters.
-    fn group_norm(self, norm: &GroupNorm) -> Self;
-    /// SiLU.
-    fn silu(self) -> Self;
+    /// Group normalisation with the module's groups, epsilon and affine parameters, then SiLU.
+    fn group_norm_silu(self, norm: &GroupNorm) -> Self;
     /// A 1×1, a 3×3 (stride 1, padding 1) or the VAE encoder's 3×3 stride-2 (padding bottom/right) convolution;
     /// the banded map supports only these, the VAE's.
     fn conv(self, conv: &Conv2d) -> Self;
@@ -30,14 +30,11 @@ pub trait FeatureMap: Clone + Sized {
 }
 
 impl FeatureMap for Tensor<4> {
-    fn group_norm(self, norm: &GroupNorm) -> Self {
-        norm.forward(self)
-    }
-    fn silu(self) -> Self {
-        silu(self)
+    fn group_norm_silu(self, norm: &GroupNorm) -> Self {
+        crate::group_norm::forward(norm, self, true)
     }
     fn conv(self, conv: &Conv2d) -> Self {
-        conv.forward(self)
+        crate::conv::forward(conv, self)
     }
     fn add(self, other: Self) -> Self {
         self + other
@@ -133,7 +130,10 @@ impl Bands {
 }
 
 impl FeatureMap for Bands {
-    fn group_norm(self, norm: &GroupNorm) -> Self {
+    fn group_norm_silu(self, norm: &GroupNorm) -> Self {
+        if self.bands.len() == 1 {
+            return self.map(|t| t.group_norm_silu(norm));
+        }
         let [b, c, h, w] = self.dims();
         let g = norm.num_groups;
         let count = (c / g * h * w) as f64;
@@ -153,15 +153,11 @@ impl FeatureMap for Bands {
                 Some(gamma) => normed * gamma.clone().reshape([1, c, 1, 1]),
                 None => normed,
             };
-            match &beta {
+            silu(match &beta {
                 Some(beta) => scaled + beta.clone().reshape([1, c, 1, 1]),
                 None => scaled,
-            }
+            })
         })
-    }
-
-    fn silu(self) -> Self {
-        self.map(silu)
     }
 
     fn conv(self, conv: &Conv2d) -> Self {
@@ -171,8 +167,11 @@ impl FeatureMap for Bands {
         let stride = conv.stride[0];
         let growth = c_out.div_ceil(c_in);
         let this = self.refit(growth);
+        if this.bands.len() == 1 {
+            return this.map(|t| t.conv(conv));
+        }
         if k == 1 {
-            return this.map(|t| conv2d(t, weight.clone(), bias.clone(), ConvOptions::new([1, 1], [0, 0], [1, 1], 1)));
+            return this.map(|t| conv2d(t, weight.clone(), bias.clone(), 1, [0; 4]));
         }
         let device = weight.device();
         // Under a stride-2 convolution, a last band of one row makes no output row (its window runs off the map).
@@ -184,13 +183,12 @@ impl FeatureMap for Bands {
                     // Rows 2r, 2r+1, 2r+2 make output row r: one halo row below, none above.
                     2 => {
                         let input = Tensor::cat(vec![band, this.halo(i, false, &device)], 2);
-                        let options = ConvOptions::new_with_padding([2, 2], [(0, 0), (0, 1)], [1, 1], 1);
-                        conv2d(input, weight.clone(), bias.clone(), options)
+                        conv2d(input, weight.clone(), bias.clone(), 2, [0, 0, 0, 1])
                     }
                     _ => {
                         let input =
                             Tensor::cat(vec![this.halo(i, true, &device), band, this.halo(i, false, &device)], 2);
-                        conv2d(input, weight.clone(), bias.clone(), ConvOptions::new([1, 1], [0, 1], [1, 1], 1))
+                        conv2d(input, weight.clone(), bias.clone(), 1, [0, 1, 0, 1])
                     }
                 }
             })

@@ -22,10 +22,14 @@ pub mod attention;
 pub mod checkpoint;
 pub mod clip;
 pub mod config;
+pub mod conv;
 pub mod device;
 pub mod error;
 pub mod feature_map;
+#[cfg(not(target_family = "wasm"))]
+pub mod flex;
 pub mod folder;
+pub mod group_norm;
 pub mod hook;
 #[cfg(not(target_family = "wasm"))]
 pub mod hub;

@@ -69,11 +69,11 @@ impl ResnetBlock2D {
 
     /// `x`: `[B, C, H, W]`; `temb`: `[B, T]`, the time embedding before its SiLU.
     pub fn forward<F: FeatureMap>(&self, x: F, temb: Option<&Tensor<2>>) -> F {
-        let mut h = x.clone().group_norm(&self.norm1).silu().conv(&self.conv1);
+        let mut h = x.clone().group_norm_silu(&self.norm1).conv(&self.conv1);
         if let (Some(proj), Some(temb)) = (&self.time_emb_proj, temb) {
             h = h.shift(proj.forward(silu(temb.clone())));
         }
-        let h = h.group_norm(&self.norm2).silu().conv(&self.conv2);
+        let h = h.group_norm_silu(&self.norm2).conv(&self.conv2);
         let residual = match &self.conv_shortcut {
             Some(shortcut) => x.conv(shortcut),
             None => x,

@@ -148,7 +148,7 @@ impl Transformer2DModel {
     /// this transformer's place in the UNet.
     pub fn forward(&self, x: Tensor<4>, context: &Tensor<3>, hook: Option<HookAt<'_>>) -> Tensor<4> {
         let [b, c, h, w] = x.dims();
-        let normed = self.norm.forward(x.clone());
+        let normed = crate::group_norm::forward(&self.norm, x.clone(), false);
         let to_tokens = |t: Tensor<4>| t.reshape([b, c, h * w]).swap_dims(1, 2);
         let mut tokens = match &self.proj_in {
             Projection::Conv(conv) => to_tokens(conv.forward(normed)),

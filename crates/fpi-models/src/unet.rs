@@ -229,7 +229,7 @@ impl UNet2DConditionModel {
         let temb = self.time_embedding.linear_1.forward(self.timestep_features(timesteps));
         let temb = self.time_embedding.linear_2.forward(silu(temb));
 
-        let mut h = self.conv_in.forward(x);
+        let mut h = crate::conv::forward(&self.conv_in, x);
         let mut skips = vec![h.clone()];
         for (i, block) in self.down_blocks.iter().enumerate() {
             for (j, resnet) in block.resnets.iter().enumerate() {
@@ -263,7 +263,7 @@ impl UNet2DConditionModel {
             }
         }
 
-        self.conv_out.forward(silu(self.conv_norm_out.forward(h)))
+        crate::conv::forward(&self.conv_out, crate::group_norm::forward(&self.conv_norm_out, h, true))
     }
 
     /// diffusers' `get_timestep_embedding`: `[B]` → `[B, time_features]` of sines and cosines.

@@ -7,13 +7,14 @@ use burn::tensor::{Device, Tensor};
 
 use crate::attention::SpatialAttention;
 use crate::config::VaeConfig;
+use crate::device::has_binding_limit;
 use crate::feature_map::{Bands, FeatureMap};
 use crate::resnet::{Downsample2D, ResnetBlock2D, ResnetShape, Upsample2D, conv, group_norm};
 
 const VAE_EPS: f64 = 1e-6;
 
-/// The default most bytes of one band of a VAE feature map: a quarter of the 128 MiB binding limit, leaving room for
-/// a convolution's halo rows and output.
+/// The default most bytes of one band of a VAE feature map on a device with a binding limit: a quarter of the
+/// 128 MiB limit, leaving room for a convolution's halo rows and output. Elsewhere (the CPU) a map is one band.
 pub const BAND_BYTES: usize = 32 << 20;
 
 /// Resnet, attention, resnet at the lowest resolution.
@@ -105,7 +106,8 @@ pub struct AutoencoderKL {
     pub decoder: Decoder,
     /// Latents are `scaling_factor` × the posterior mean.
     pub scaling_factor: f64,
-    /// The most bytes of one band of a feature map (see [`Bands`]); [`BAND_BYTES`] unless changed.
+    /// The most bytes of one band of a feature map (see [`Bands`]): [`BAND_BYTES`] where the device has a binding
+    /// limit, else unlimited, unless changed.
     pub band_bytes: usize,
 }
 
@@ -173,7 +175,7 @@ impl AutoencoderKL {
             post_quant_conv: o.use_post_quant_conv.then(|| conv([latent, latent], 1, 1, 0, device)),
             decoder,
             scaling_factor: o.scaling_factor,
-            band_bytes: BAND_BYTES,
+            band_bytes: if has_binding_limit(device) { BAND_BYTES } else { usize::MAX },
         }
     }
 
@@ -195,7 +197,7 @@ impl AutoencoderKL {
             }
         }
         h = e.mid_block.forward(h, self.band_bytes);
-        let mut moments = h.group_norm(&e.conv_norm_out).silu().conv(&e.conv_out).join();
+        let mut moments = h.group_norm_silu(&e.conv_norm_out).conv(&e.conv_out).join();
         if let Some(quant) = &self.quant_conv {
             moments = quant.forward(moments);
         }
@@ -220,6 +222,6 @@ impl AutoencoderKL {
                 h = up.forward(h);
             }
         }
-        h.group_norm(&d.conv_norm_out).silu().conv(&d.conv_out).join()
+        h.group_norm_silu(&d.conv_norm_out).conv(&d.conv_out).join()
     }
 }

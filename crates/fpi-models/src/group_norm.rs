@@ -1,0 +1,119 @@
+//! Group normalisation, optionally followed by SiLU: one fused pass for f32 on flex, burn's modules elsewhere.
+//!
+//! burn's group norm makes some eight passes over the map (mean, centring, squares, their mean, scaling, the
+//! affine's product and sum) and SiLU another two, each into a new tensor. Ours reads each group twice (its
+//! statistics, in f64, then the normalisation) and writes the output once, with SiLU's exponential computed by a
+//! polynomial the compiler vectorises.
+
+use burn::nn::GroupNorm;
+use burn::tensor::Tensor;
+use burn::tensor::activation::silu;
+
+/// `norm(x)`, then SiLU if `then_silu`, for `x` `[B, C, H, W]`.
+pub fn forward(norm: &GroupNorm, x: Tensor<4>, then_silu: bool) -> Tensor<4> {
+    #[cfg(not(target_family = "wasm"))]
+    if cpu::handles(norm, &x) {
+        return cpu::group_norm(norm, x, then_silu);
+    }
+    let y = norm.forward(x);
+    if then_silu { silu(y) } else { y }
+}
+
+#[cfg(not(target_family = "wasm"))]
+mod cpu {
+    use burn::nn::GroupNorm;
+    use burn::tensor::Tensor;
+    use rayon::prelude::*;
+
+    use crate::flex::{elements, exp, is_flex_f32, primitive, tensor_from_vec};
+
+    /// Whether the fused kernel computes this norm: f32 on flex, with both affine parameters or neither.
+    pub(super) fn handles(norm: &GroupNorm, x: &Tensor<4>) -> bool {
+        let affine = norm.gamma.as_ref().map(|p| is_flex_f32(&p.val()));
+        let shift = norm.beta.as_ref().map(|p| is_flex_f32(&p.val()));
+        is_flex_f32(x) && affine == shift && affine != Some(false)
+    }
+
+    pub(super) fn group_norm(norm: &GroupNorm, x: Tensor<4>, then_silu: bool) -> Tensor<4> {
+        let dims = x.dims();
+        let [_, channels, h, w] = dims;
+        let groups = norm.num_groups;
+        assert_eq!(channels % groups, 0, "group norm of {channels} channels in {groups} groups");
+        let x = primitive(x);
+        let gamma = norm.gamma.as_ref().map(|p| primitive(p.val()));
+        let beta = norm.beta.as_ref().map(|p| primitive(p.val()));
+        let (gamma, beta) = (gamma.as_ref().map(elements), beta.as_ref().map(elements));
+        let (plane, per_group) = (h * w, channels / groups * h * w);
+        let input = elements(&x);
+        let mut out = vec![0f32; input.len()];
+        out.par_chunks_mut(per_group).zip(input.par_chunks(per_group)).enumerate().for_each(|(i, (to, from))| {
+            let first_channel = (i % groups) * (channels / groups);
+            let (mean, inv_std) = statistics(from, norm.epsilon);
+            for (c, (to, from)) in to.chunks_mut(plane).zip(from.chunks(plane)).enumerate() {
+                let channel = first_channel + c;
+                let scale = gamma.map_or(1.0, |g| g[channel]) * inv_std;
+                let shift = beta.map_or(0.0, |b| b[channel]) - mean * scale;
+                if then_silu {
+                    for (o, &v) in to.iter_mut().zip(from) {
+                        let y = v * scale + shift;
+                        *o = y / (1.0 + exp(-y));
+                    }
+                } else {
+                    for (o, &v) in to.iter_mut().zip(from) {
+                        *o = v * scale + shift;
+                    }
+                }
+            }
+        });
+        tensor_from_vec(out, dims)
+    }
+
+    /// The mean and 1/√(variance + ε) of one group (the biased variance, as PyTorch's), accumulated in f64.
+    fn statistics(x: &[f32], epsilon: f64) -> (f32, f32) {
+        let n = x.len() as f64;
+        let mean = x.iter().map(|&v| v as f64).sum::<f64>() / n;
+        let var = x.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
+        (mean as f32, (1.0 / (var + epsilon).sqrt()) as f32)
+    }
+}
+
+#[cfg(all(test, not(target_family = "wasm")))]
+mod tests {
+    use burn::module::Module;
+    use burn::nn::GroupNormConfig;
+    use burn::tensor::activation::silu;
+    use burn::tensor::{Device, Distribution, Tensor, Tolerance};
+
+    /// The fused flex kernel against burn's group norm (and SiLU) on ndarray, with the same parameters.
+    fn check(dims: [usize; 4], groups: usize, affine: bool, then_silu: bool) {
+        #[allow(deprecated)]
+        let (flex, ndarray) = (Device::flex(), Device::ndarray());
+        let x = Tensor::<4>::random(dims, Distribution::Normal(0.5, 2.0), &flex).into_data();
+        let config = GroupNormConfig::new(groups, dims[1]).with_epsilon(1e-6).with_affine(affine);
+        let mut norm = config.init(&flex);
+        if affine {
+            let random = |scale| Tensor::<1>::random([dims[1]], Distribution::Normal(0.0, scale), &flex);
+            norm.gamma = norm.gamma.map(|p| p.map(|_| random(1.0)));
+            norm.beta = norm.beta.map(|p| p.map(|_| random(1.0)));
+        }
+        let ours = super::forward(&norm, Tensor::from_data(x.clone(), &flex), then_silu).into_data();
+        let reference = {
+            let norm = norm.clone().to_device(&ndarray);
+            let y = norm.forward(Tensor::<4>::from_data(x, &ndarray));
+            if then_silu { silu(y) } else { y }
+        };
+        ours.assert_approx_eq::<f32>(&reference.into_data(), Tolerance::absolute(2e-5));
+    }
+
+    #[test]
+    fn fused_group_norm_matches_burn() {
+        check([2, 64, 5, 7], 32, true, false);
+        check([1, 12, 3, 4], 3, false, false);
+    }
+
+    #[test]
+    fn fused_group_norm_then_silu_matches_burn() {
+        check([2, 64, 9, 9], 32, true, true);
+        check([1, 6, 2, 50], 2, false, true);
+    }
+}
