@@ -4,10 +4,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use burn::store::{
-    BurnToPyTorchAdapter, FloatCastAdapter, ModuleAdapter, ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore,
-};
-use burn::tensor::DType;
+use burn::module::{ModuleVisitor, Param};
+use burn::store::{FloatCastAdapter, ModuleAdapter, ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
+use burn::tensor::{DType, Tensor};
 use regex::Regex;
 use serde::Deserialize;
 
@@ -129,12 +128,7 @@ pub async fn load_module<M: ModuleSnapshot>(
     let shown = source.display(path);
     let rules = keys.compile();
 
-    // What the module expects, in PyTorch's naming and layout.
-    let expected: BTreeMap<String, Vec<usize>> = module
-        .collect(None, Some(Box::new(BurnToPyTorchAdapter)), true)
-        .into_iter()
-        .map(|t| (t.name.clone(), t.shape.to_vec()))
-        .collect();
+    let expected = expected_shapes(module);
 
     let mut found: BTreeMap<String, (&String, &TensorInfo)> = BTreeMap::new();
     for (key, info) in &header.tensors {
@@ -191,6 +185,56 @@ pub async fn load_module<M: ModuleSnapshot>(
         return Err(Error::WeightsNotApplied { path: shown, message });
     }
     Ok(())
+}
+
+/// What `module` expects, in PyTorch's naming and layout (as burn-store's `BurnToPyTorchAdapter` has it: a linear
+/// layer's weight transposed, a norm's gamma and beta as weight and bias), read from the parameters' shapes alone.
+/// burn-store's own `collect` would first fill every lazily initialised parameter with random numbers, which for
+/// SD1.5 took longer than reading its files.
+fn expected_shapes<M: ModuleSnapshot>(module: &M) -> BTreeMap<String, Vec<usize>> {
+    let mut visitor = ParameterShapes::default();
+    module.visit(&mut visitor);
+    visitor.shapes
+}
+
+/// The [`ModuleVisitor`] behind [`expected_shapes`].
+#[derive(Default)]
+struct ParameterShapes {
+    /// Field names down to the current one (enum variants skipped, as the load skips them).
+    path: Vec<String>,
+    /// burn's container types along the way (`Struct:Linear`, `Vec`, …).
+    containers: Vec<String>,
+    shapes: BTreeMap<String, Vec<usize>>,
+}
+
+impl ModuleVisitor for ParameterShapes {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.containers.push(container_type.to_string());
+        if !container_type.starts_with("Enum:") {
+            self.path.push(name.to_string());
+        }
+    }
+
+    fn exit_module(&mut self, _name: &str, container_type: &str) {
+        self.containers.pop();
+        if !container_type.starts_with("Enum:") {
+            self.path.pop();
+        }
+    }
+
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let mut shape = param.lazy_shape().to_vec();
+        let module = self.containers.iter().rev().find(|c| c.starts_with("Struct:") || c.starts_with("Enum:"));
+        let mut path = self.path.clone();
+        match (module.map(String::as_str), path.last().map(String::as_str)) {
+            (Some("Struct:Linear"), Some("weight")) if D == 2 => shape.reverse(),
+            (Some("Struct:GroupNorm" | "Struct:LayerNorm"), Some(leaf @ ("gamma" | "beta"))) => {
+                *path.last_mut().unwrap() = if leaf == "gamma" { "weight" } else { "bias" }.to_string();
+            }
+            _ => {}
+        }
+        self.shapes.insert(path.join("."), shape);
+    }
 }
 
 /// Groups tensors sorted by offset into runs of adjacent tensors of at most `limit` bytes (a larger tensor is a
@@ -268,6 +312,49 @@ fn apply_chunk<M: ModuleSnapshot>(
 
 #[cfg(test)]
 mod tests {
+    use burn::module::Module;
+    use burn::nn::conv::{Conv2d, Conv2dConfig};
+    use burn::nn::{GroupNorm, GroupNormConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+    use burn::store::BurnToPyTorchAdapter;
+    use burn::tensor::Device;
+
+    #[derive(Module, Debug)]
+    enum Either {
+        Conv(Conv2d),
+        Linear(Linear),
+    }
+
+    #[derive(Module, Debug)]
+    struct Probe {
+        linear: Linear,
+        norm: GroupNorm,
+        layer: LayerNorm,
+        convs: Vec<Conv2d>,
+        either: Vec<Either>,
+    }
+
+    #[test]
+    fn expected_shapes_are_burn_stores_pytorch_view_without_initialising() {
+        #[allow(deprecated)]
+        let device = Device::ndarray();
+        let probe = Probe {
+            linear: LinearConfig::new(3, 5).init(&device),
+            norm: GroupNormConfig::new(2, 4).init(&device),
+            layer: LayerNormConfig::new(6).init(&device),
+            convs: vec![Conv2dConfig::new([2, 3], [3, 3]).init(&device)],
+            either: vec![Either::Linear(LinearConfig::new(2, 7).init(&device)), Either::Conv(Conv2dConfig::new([1, 2], [1, 1]).init(&device))],
+        };
+        let ours = super::expected_shapes(&probe);
+        assert!(!probe.linear.weight.is_initialized(), "reading the shapes initialised a parameter");
+        let theirs: super::BTreeMap<String, Vec<usize>> = probe
+            .collect(None, Some(Box::new(BurnToPyTorchAdapter)), true)
+            .into_iter()
+            .map(|t| (t.name.clone(), t.shape.to_vec()))
+            .collect();
+        assert_eq!(ours, theirs);
+        assert_eq!(ours["linear.weight"], [5, 3]);
+        assert!(ours.contains_key("norm.weight") && ours.contains_key("layer.bias"));
+    }
     use super::*;
 
     fn info(start: u64, end: u64) -> TensorInfo {
