@@ -279,7 +279,6 @@ fn info() -> Result<(), Failure> {
     Ok(())
 }
 
-/// Runs `f` once to warm up (kernel compilation, autotuning), then times one run, reading the result back.
 /// Runs `f` once to warm up (kernels compiled, shapes tuned), then times a second run, results read back.
 fn time<const D: usize>(mut f: impl FnMut() -> Result<Tensor<D>, PipelineError>) -> Result<f64, Failure> {
     let read = |t| pollster::block_on(to_host(t));

@@ -14,7 +14,11 @@
 //!   (feature `download`).
 //!
 //! No tensor on the device exceeds 128 MiB at SD1.5 size: CLIP's token table stays on the host, attention runs
-//! in blocks of query rows, and the VAE holds its large feature maps as bands of rows ([`feature_map::Bands`]).
+//! in blocks of query rows, and on wgpu the VAE holds its large feature maps as bands of rows
+//! ([`feature_map::Bands`]).
+//!
+//! On flex, our own CPU kernels replace burn's for the ops that dominate: [`conv`], [`group_norm`] (fused with
+//! SiLU) and attention ([`attention::cpu`]), reaching the tensors' memory through [`flex`] (native only).
 
 #![warn(missing_docs)]
 
