@@ -3,7 +3,8 @@
 #
 #     tests/bench/gpu.sh            # FPI=path/to/fpi (default ./fpi), PYTHON (default python3), SIZE (default 512)
 #
-# Needs no network and no model files: a release `fpi` binary (built elsewhere and carried, stripped), Python with
+# Needs no network and no model files: an `fpi` binary (built elsewhere with `cargo build --profile dist -p fpi-cli`,
+# 45 MB, and carried), Python with
 # torch (CUDA), diffusers and transformers, and a Vulkan loader. Where the system has no libvulkan.so.1, one carried
 # beside fpi, in ./lib, or as Debian packages in ./.gl/*.deb (unpacked into a temporary folder, never into /) is used.
 # NVIDIA's Vulkan driver (libGLX_nvidia) also needs glvnd: carry libglvnd0 with libvulkan1 (the first run found no
