@@ -48,7 +48,9 @@ fn main() {
         let (x, w) = (random([b, c, side, side], 1.0), random([c, c, 3, 3], 0.05));
         let bias = Tensor::<1>::zeros([c], &device);
         let options = ConvOptions::new_with_padding([stride, stride], [(top, bottom), (left, right)], [1, 1], 1);
-        let ours = time(|| conv::conv2d(x.clone(), w.clone(), Some(bias.clone()), stride, [top, left, bottom, right]).into_data());
+        let ours = time(|| {
+            conv::conv2d(x.clone(), w.clone(), Some(bias.clone()), stride, [top, left, bottom, right]).into_data()
+        });
         let burn = time(|| conv2d(x.clone(), w.clone(), Some(bias.clone()), options.clone()).into_data());
         row(&format!("conv 3×3{} {c}→{c}, {b}×{side}²", if stride == 2 { " stride 2" } else { "" }), ours, burn);
     }

@@ -164,7 +164,8 @@ impl SpatialAttention {
     /// `x`: `[B, C, H, W]`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let [b, c, h, w] = x.dims();
-        let tokens = crate::group_norm::forward(&self.group_norm, x.clone(), false).reshape([b, c, h * w]).swap_dims(1, 2);
+        let tokens =
+            crate::group_norm::forward(&self.group_norm, x.clone(), false).reshape([b, c, h * w]).swap_dims(1, 2);
         let out = self.attention.forward(tokens, None);
         x + out.swap_dims(1, 2).reshape([b, c, h, w])
     }
@@ -216,14 +217,52 @@ pub mod cpu {
                 scores.resize(n * lk, 0.0);
                 // SAFETY: scores is n × lk row-major; q is n × d row-major; kᵀ element (i, j) is k[j·d + i].
                 unsafe {
-                    gemm(n, lk, d, scores.as_mut_ptr(), 1, lk as isize, false, q.as_ptr(), 1, d as isize,
-                        k.as_ptr(), d as isize, 1, 0.0, scale, false, false, false, Parallelism::None);
+                    gemm(
+                        n,
+                        lk,
+                        d,
+                        scores.as_mut_ptr(),
+                        1,
+                        lk as isize,
+                        false,
+                        q.as_ptr(),
+                        1,
+                        d as isize,
+                        k.as_ptr(),
+                        d as isize,
+                        1,
+                        0.0,
+                        scale,
+                        false,
+                        false,
+                        false,
+                        Parallelism::None,
+                    );
                 }
                 let sums: Vec<f32> = scores.chunks_mut(lk).map(softmax_numerators).collect();
                 // SAFETY: out is n × dv row-major; scores n × lk; v lk × dv, all row-major.
                 unsafe {
-                    gemm(n, dv, lk, out.as_mut_ptr(), 1, dv as isize, false, scores.as_ptr(), 1, lk as isize,
-                        v.as_ptr(), 1, dv as isize, 0.0, 1.0, false, false, false, Parallelism::None);
+                    gemm(
+                        n,
+                        dv,
+                        lk,
+                        out.as_mut_ptr(),
+                        1,
+                        dv as isize,
+                        false,
+                        scores.as_ptr(),
+                        1,
+                        lk as isize,
+                        v.as_ptr(),
+                        1,
+                        dv as isize,
+                        0.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        Parallelism::None,
+                    );
                 }
                 for (row, sum) in out.chunks_mut(dv).zip(sums) {
                     let inv = 1.0 / sum;
@@ -257,7 +296,6 @@ pub mod cpu {
         acc
     }
 }
-
 
 #[cfg(all(test, not(target_family = "wasm")))]
 mod tests {

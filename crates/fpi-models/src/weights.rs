@@ -342,7 +342,10 @@ mod tests {
             norm: GroupNormConfig::new(2, 4).init(&device),
             layer: LayerNormConfig::new(6).init(&device),
             convs: vec![Conv2dConfig::new([2, 3], [3, 3]).init(&device)],
-            either: vec![Either::Linear(LinearConfig::new(2, 7).init(&device)), Either::Conv(Conv2dConfig::new([1, 2], [1, 1]).init(&device))],
+            either: vec![
+                Either::Linear(LinearConfig::new(2, 7).init(&device)),
+                Either::Conv(Conv2dConfig::new([1, 2], [1, 1]).init(&device)),
+            ],
         };
         let ours = super::expected_shapes(&probe);
         assert!(!probe.linear.weight.is_initialized(), "reading the shapes initialised a parameter");
