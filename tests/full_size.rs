@@ -5,7 +5,7 @@
 
 mod common;
 
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{FloatDType, Tensor, TensorData};
 use common::*;
 
 const LIMIT: u64 = 128 << 20;
@@ -19,11 +19,25 @@ fn largest_allocation(device: &burn::tensor::Device) -> Option<u64> {
 #[test]
 #[ignore = "needs FPI_FULL_MODEL: an SD1.5-sized model from make_fixtures.py --full"]
 fn sd15_sized_models_match_diffusers_within_128_mib_tensors() {
+    check_sd15_sized(FloatDType::F32, "reference.safetensors", 1e-4);
+}
+
+/// In f16 (a wgpu adapter with shader-f16) against diffusers in f16 (`make_f16_reference.py --full DIR`).
+#[test]
+#[ignore = "needs FPI_FULL_MODEL with reference-f16.safetensors (make_f16_reference.py --full) and shader-f16"]
+fn sd15_sized_models_in_f16_match_diffusers_in_f16_within_128_mib_tensors() {
+    check_sd15_sized(FloatDType::F16, "reference-f16.safetensors", 1e-2);
+}
+
+/// Each network in `dtype` against the references `outputs` (inputs from `reference.safetensors`) to `tol`.
+fn check_sd15_sized(dtype: FloatDType, outputs: &str, tol: f64) {
     let dir = std::env::var("FPI_FULL_MODEL").expect("set FPI_FULL_MODEL to the folder written by --full");
     let dir = std::path::Path::new(&dir);
     let refs = References::open(&dir.join("reference.safetensors"));
+    let expected = References::open(&dir.join(outputs));
     let device = device();
-    let folder = folder(dir);
+    let mut folder = folder(dir);
+    folder.dtype = dtype;
     let check_memory = |what: &str| {
         if let Some(bytes) = largest_allocation(&device) {
             eprintln!("{what}: largest device allocation {:.1} MiB", bytes as f64 / (1 << 20) as f64);
@@ -33,7 +47,7 @@ fn sd15_sized_models_match_diffusers_within_128_mib_tensors() {
 
     let clip = load_clip(&folder).unwrap();
     let ids: Vec<Vec<u32>> = refs.ints("clip.ids").chunks(77).map(|r| r.iter().map(|&i| i as u32).collect()).collect();
-    assert_close(clip.forward(&ids, &device).unwrap(), &refs, "clip.hidden", 1e-4);
+    assert_close(clip.forward(&ids, &device).unwrap(), &expected, "clip.hidden", tol);
     check_memory("CLIP");
     drop(clip);
 
@@ -42,14 +56,14 @@ fn sd15_sized_models_match_diffusers_within_128_mib_tensors() {
     let context: Tensor<3> = refs.tensor("unet.b1.context", &device);
     let t = refs.ints("unet.b1.timestep")[0] as f32;
     let eps = unet.forward(sample, Tensor::from_data(TensorData::new(vec![t], [1]), &device), &context);
-    assert_close(eps, &refs, "unet.b1.eps", 1e-4);
+    assert_close(eps, &expected, "unet.b1.eps", tol);
     check_memory("UNet");
     drop(unet);
 
     let vae = load_vae(&folder).unwrap();
     let posterior = vae.encode(refs.tensor("vae.image", &device));
-    assert_close(posterior.mean, &refs, "vae.mean", 1e-4);
-    assert_close(vae.decode(refs.tensor("vae.latent", &device)), &refs, "vae.decoded", 1e-4);
+    assert_close(posterior.mean, &expected, "vae.mean", tol);
+    assert_close(vae.decode(refs.tensor("vae.latent", &device)), &expected, "vae.decoded", tol);
     check_memory("VAE");
 }
 

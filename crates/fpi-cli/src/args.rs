@@ -6,6 +6,7 @@ use clap::{Args, Parser, Subcommand};
 use fpi_core::seed_space::{CentroidMethod, PathMethod};
 use fpi_core::settings::{InvertSettings, Method, SettingsError};
 use fpi_models::device::Backend;
+use fpi_models::precision::Precision;
 use fpi_pipeline::edit::{EditMode, EditSettings};
 
 /// Fixed-point inversion for Stable Diffusion 1.5: find the noise seed from which DDIM sampling regenerates a
@@ -73,6 +74,11 @@ pub struct RunOptions {
     /// Where to run.
     #[arg(long, value_enum, default_value_t = Backend::Auto)]
     pub device: Backend,
+    /// The networks' float type: auto is f16 on a wgpu adapter with shader-f16 (half the memory), else f32; f16
+    /// needs such an adapter. Norms and softmax run in f32 either way, and the inversion itself (latents, residuals)
+    /// stays f32.
+    #[arg(long, value_enum, default_value_t = Precision::Auto)]
+    pub precision: Precision,
     /// No progress bars.
     #[arg(long)]
     pub quiet: bool,

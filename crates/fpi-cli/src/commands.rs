@@ -3,12 +3,13 @@
 use std::path::Path;
 use std::time::Instant;
 
-use burn::tensor::{Distribution, Tensor};
+use burn::tensor::{Device, Distribution, FloatDType, Tensor};
 use fpi_core::seed::{Sampling, Seed};
 use fpi_core::settings::{InvertSettings, Setting, SettingsError, check_guidance};
 use fpi_core::solver::to_host;
 use fpi_models::ModelFolder;
 use fpi_models::device::{Backend, adapters};
+use fpi_models::precision;
 use fpi_pipeline::edit::EditSettings;
 use fpi_pipeline::image_io::{self, RgbImage};
 use fpi_pipeline::{Pipeline, PipelineError};
@@ -16,7 +17,7 @@ use rand::SeedableRng;
 use rand_distr::{Distribution as _, StandardNormal};
 
 use crate::args::{
-    BenchArgs, Cli, Command, Common, EditArgs, GenerateArgs, InvertArgs, ReconstructArgs, SampleOutputs,
+    BenchArgs, Cli, Command, Common, EditArgs, GenerateArgs, InvertArgs, ReconstructArgs, RunOptions, SampleOutputs,
     SamplingOptions,
 };
 use crate::batch::{self, Inverter};
@@ -49,20 +50,28 @@ pub(crate) fn load(common: &Common) -> Result<(Pipeline, String), Failure> {
 
 /// Loads a model `choose` found, with `common`'s device and progress bars.
 pub(crate) fn load_chosen(model: ChosenModel, common: &Common) -> Result<Pipeline, Failure> {
-    let backend = common.run.device.resolve();
-    if !common.run.quiet {
-        eprintln!("device: {backend}");
-    }
-    let device = backend.open()?;
+    let (device, dtype) = open(&common.run)?;
     let started = Instant::now();
     let mut bars = Bars::new(common.run.quiet);
     let mut progress = |part: &str, done, total| bars.load(part, done, total);
-    let folder = ModelFolder::new(model.files);
+    let mut folder = ModelFolder::new(model.files);
+    folder.dtype = dtype;
     let pipeline = pollster::block_on(Pipeline::load(&folder, device, &mut progress))?;
     if !common.run.quiet {
         eprintln!("loaded {} in {:.1} s", common.choice.model, started.elapsed().as_secs_f64());
     }
     Ok(pipeline)
+}
+
+/// The device and float type `run` asks for, said on stderr unless quiet.
+fn open(run: &RunOptions) -> Result<(Device, FloatDType), Failure> {
+    let backend = run.device.resolve();
+    let device = backend.open()?;
+    let dtype = run.precision.resolve(&device)?;
+    if !run.quiet {
+        eprintln!("device: {backend}, {}", precision::name(dtype));
+    }
+    Ok((device, dtype))
 }
 
 pub(crate) fn read_image(path: &Path) -> Result<RgbImage, Failure> {
@@ -299,6 +308,7 @@ fn peak_resident_mib() -> Option<f64> {
 /// What `fpi bench` measured.
 struct BenchReport {
     device: String,
+    precision: &'static str,
     size: usize,
     steps: usize,
     model: String,
@@ -316,8 +326,8 @@ fn bench(args: BenchArgs) -> Result<(), Failure> {
             (pipeline, name, common.run)
         }
         None => {
-            let device = args.run.device.resolve().open()?;
-            (Pipeline::random(device)?, "random SD1.x".to_owned(), args.run)
+            let (device, dtype) = open(&args.run)?;
+            (Pipeline::random(device, dtype)?, "random SD1.x".to_owned(), args.run)
         }
     };
     let load_s = started.elapsed().as_secs_f64();
@@ -366,6 +376,7 @@ fn bench(args: BenchArgs) -> Result<(), Failure> {
     };
     let report = BenchReport {
         device: run.device.resolve().to_string(),
+        precision: precision::name(pipeline.dtype()),
         size: args.size,
         steps: args.steps,
         model,
@@ -386,6 +397,7 @@ fn print_bench(report: &BenchReport, settings: &InvertSettings, device: &burn::t
             report.parts.iter().map(|(key, _, s)| ((*key).to_owned(), (*s).into())).collect();
         let object = serde_json::json!({
             "device": report.device,
+            "precision": report.precision,
             "size": report.size,
             "steps": report.steps,
             "model": report.model,
@@ -400,7 +412,7 @@ fn print_bench(report: &BenchReport, settings: &InvertSettings, device: &burn::t
         println!("{object}");
         return;
     }
-    println!("{}, size {2}×{2}, device {1}", report.model, report.device, report.size);
+    println!("{}, size {2}×{2}, device {1}, {3}", report.model, report.device, report.size, report.precision);
     println!("{:<28} {:>9.3} s", "load", report.load_s);
     for (_, label, seconds) in &report.parts {
         println!("{label:<28} {seconds:>9.3} s");

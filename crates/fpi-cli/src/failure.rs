@@ -6,6 +6,7 @@ use std::path::Path;
 use fpi_core::seed::SeedError;
 use fpi_core::settings::SettingsError;
 use fpi_models::device::NoAdapter;
+use fpi_models::precision::NoHalfPrecision;
 use fpi_pipeline::PipelineError;
 
 /// A message for the user, shown after `error: `.
@@ -58,6 +59,12 @@ impl From<fpi_models::Error> for Failure {
 
 impl From<NoAdapter> for Failure {
     fn from(e: NoAdapter) -> Self {
+        Failure(e.to_string())
+    }
+}
+
+impl From<NoHalfPrecision> for Failure {
+    fn from(e: NoHalfPrecision) -> Self {
         Failure(e.to_string())
     }
 }

@@ -1,11 +1,13 @@
 //! Multi-head attention as diffusers' `Attention` (UNet self/cross attention, VAE mid-block attention).
 
+use std::ops::Range;
+
 use burn::module::Module;
 use burn::nn::{GroupNorm, GroupNormConfig, Linear, LinearConfig};
 use burn::tensor::activation::softmax;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Bool, DType, Device, FloatDType, Tensor};
 
 use crate::hook::{AttentionHook, AttentionPlace};
 
@@ -16,11 +18,15 @@ pub const SCORE_BLOCK_BYTES: usize = 64 << 20;
 /// `softmax(q·kᵀ/√d)·v` over `[B, H, L, D]` tensors, in blocks of query rows so that no score tensor
 /// exceeds [`SCORE_BLOCK_BYTES`]. Rows are independent, so the blocks give the unblocked result exactly.
 /// Causal attention (CLIP's 77 tokens, far under the budget) runs in one block.
-/// On flex (f32, not causal) our own kernel computes it instead ([`cpu`]).
+/// On flex (f32, not causal) our own kernel computes it instead ([`cpu`]); in f16 the softmax is taken in f32
+/// ([`softmax_attention`]).
 pub fn blocked_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, causal: bool) -> Tensor<4> {
     #[cfg(not(target_family = "wasm"))]
     if !causal && cpu::handles(&q, &k, &v) {
         return cpu::attention(q, k, v);
+    }
+    if q.dtype() != DType::F32 {
+        return softmax_attention(q, k, v, causal, &|_, probabilities| probabilities);
     }
     let lq = q.dims()[2];
     let options = AttentionModuleOptions { is_causal: causal, ..Default::default() };
@@ -54,17 +60,36 @@ pub fn hooked_attention(
     hook: &dyn AttentionHook,
     place: &AttentionPlace,
 ) -> Tensor<4> {
+    softmax_attention(q, k, v, false, &|rows, probabilities| hook.edit(place, rows, probabilities))
+}
+
+/// Attention in blocks of query rows with the probabilities computed in f32 (whatever the type of `q`, `k`, `v`),
+/// handed to `edit` (with the block's query rows), then cast back to weigh the values.
+fn softmax_attention(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    causal: bool,
+    edit: &dyn Fn(Range<usize>, Tensor<4>) -> Tensor<4>,
+) -> Tensor<4> {
     let [.., lq, d] = q.dims();
+    let lk = k.dims()[2];
     let rows = block_rows(&q, &k);
-    let scale = 1.0 / (d as f64).sqrt();
+    // Scaled before the product, so that half-precision scores stay far from f16's largest value.
+    let q = q.mul_scalar(1.0 / (d as f64).sqrt());
     let keys = k.swap_dims(2, 3);
     let blocks = (0..lq)
         .step_by(rows)
         .map(|start| {
             let len = rows.min(lq - start);
-            let scores = q.clone().narrow(2, start, len).matmul(keys.clone()).mul_scalar(scale);
-            let probabilities = hook.edit(place, start..start + len, softmax(scores, 3));
-            probabilities.matmul(v.clone())
+            let mut scores = q.clone().narrow(2, start, len).matmul(keys.clone()).cast(FloatDType::F32);
+            if causal {
+                // Query row `start + i` sees keys up to itself.
+                let later = Tensor::<2, Bool>::tril_mask([len, lk], start as i64, &scores.device());
+                scores = scores.mask_fill(later.unsqueeze::<4>(), f32::NEG_INFINITY);
+            }
+            let probabilities = edit(start..start + len, softmax(scores, 3));
+            probabilities.cast(FloatDType::from(v.dtype())).matmul(v.clone())
         })
         .collect();
     Tensor::cat(blocks, 2)

@@ -3,11 +3,12 @@
 use burn::module::{Module, Param};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::activation::{gelu, sigmoid};
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, FloatDType, Tensor, TensorData};
 
 use crate::attention::Attention;
 use crate::config::{Activation, ClipConfig};
 use crate::error::{Error, Result};
+use crate::precision::layer_norm;
 
 /// The two-layer MLP.
 #[derive(Module, Debug)]
@@ -128,19 +129,25 @@ impl ClipTextModel {
             }
             rows.extend(self.token_table.lookup(row)?);
         }
-        let tokens = Tensor::<3>::from_data(TensorData::new(rows, [batch, max_len, dim]), device);
-        let mut h = tokens + positions.val().unsqueeze_dim::<3>(0);
+        let positions = positions.val();
+        let tokens = Tensor::<3>::from_data(TensorData::new(rows, [batch, max_len, dim]), (device, positions.dtype()));
+        let mut h = tokens + positions.unsqueeze_dim::<3>(0);
         for layer in &self.encoder.layers {
             h = layer.forward(h);
         }
-        Ok(self.final_layer_norm.forward(h))
+        Ok(layer_norm(&self.final_layer_norm, h).cast(FloatDType::F32))
+    }
+
+    /// The float type it computes in (its weights'): see [`crate::precision`].
+    pub fn dtype(&self) -> FloatDType {
+        self.embeddings.position_embedding.weight.val().dtype().into()
     }
 }
 
 impl ClipEncoderLayer {
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let x = self.self_attn.forward(self.layer_norm1.forward(x.clone()), None) + x;
-        self.mlp.forward(self.layer_norm2.forward(x.clone())) + x
+        let x = self.self_attn.forward(layer_norm(&self.layer_norm1, x.clone()), None) + x;
+        self.mlp.forward(layer_norm(&self.layer_norm2, x.clone())) + x
     }
 }
 

@@ -1,4 +1,4 @@
-//! 2-D convolutions: our own kernel for f32 on flex, burn's everywhere else.
+//! 2-D convolutions: our own kernel for f32 on flex, matrix products for f16 ([`taps`]), burn's everywhere else.
 //!
 //! burn's flex convolution copies the input to channels-last on one thread, builds an im2col tile for every 512
 //! output pixels and has gemm pack the weights again for each tile. Ours needs no im2col: a k×k convolution of a
@@ -12,9 +12,9 @@
 
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
-use burn::tensor::Tensor;
 use burn::tensor::module::conv2d as burn_conv2d;
 use burn::tensor::ops::ConvOptions;
+use burn::tensor::{DType, Tensor};
 
 /// `conv`'s output for `x` `[B, C, H, W]`: as `conv.forward`, by our kernel on flex.
 pub fn forward(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
@@ -43,9 +43,60 @@ pub fn conv2d(
     if cpu::handles(&x, &weight, &bias) {
         return cpu::conv2d(x, weight, bias, stride, padding);
     }
+    if x.dtype() == DType::F16 {
+        return taps::conv2d(x, weight, bias, stride, padding);
+    }
     let [top, left, bottom, right] = padding;
     let options = ConvOptions::new_with_padding([stride, stride], [(top, bottom), (left, right)], [1, 1], 1);
     burn_conv2d(x, weight, bias, options)
+}
+
+/// Half-precision convolutions as k² matrix products summed in f32.
+///
+/// burn's direct convolution, which wgpu adapters without cooperative matrices run (lavapipe, most browsers), sums
+/// in the tensors' type: over SD's 320–1280 channels an f16 sum is off by about 1e-2. Matrix products accumulate in
+/// f32, so `Σ W[:, :, i, j] · X[shifted by (i, j)]` with the sum kept in f32 rounds once, like PyTorch's f16
+/// convolution.
+mod taps {
+    use burn::tensor::{FloatDType, Tensor, s};
+
+    pub(super) fn conv2d(
+        x: Tensor<4>,
+        weight: Tensor<4>,
+        bias: Option<Tensor<1>>,
+        stride: usize,
+        padding: [usize; 4],
+    ) -> Tensor<4> {
+        let dtype = FloatDType::from(x.dtype());
+        let [top, left, bottom, right] = padding;
+        let x = if padding == [0; 4] { x } else { x.pad([(top, bottom), (left, right)], 0.0) };
+        let [b, c_in, h, w] = x.dims();
+        let [c_out, _, k, _] = weight.dims();
+        let (ho, wo) = ((h - k) / stride + 1, (w - k) / stride + 1);
+        let mut sum: Option<Tensor<3>> = None;
+        for i in 0..k {
+            for j in 0..k {
+                let (rows, cols) = (i..i + (ho - 1) * stride + 1, j..j + (wo - 1) * stride + 1);
+                let tap = if stride == 1 {
+                    x.clone().slice(s![.., .., rows, cols])
+                } else {
+                    x.clone().slice(s![.., .., rows;stride as isize, cols;stride as isize])
+                };
+                let taps = weight.clone().slice(s![.., .., i, j]).reshape([1, c_out, c_in]).expand([b, c_out, c_in]);
+                let product = taps.matmul(tap.reshape([b, c_in, ho * wo])).cast(FloatDType::F32);
+                sum = Some(match sum {
+                    Some(sum) => sum + product,
+                    None => product,
+                });
+            }
+        }
+        let out = sum.expect("a kernel has taps").reshape([b, c_out, ho, wo]);
+        let out = match bias {
+            Some(bias) => out + bias.cast(FloatDType::F32).reshape([1, c_out, 1, 1]),
+            None => out,
+        };
+        out.cast(dtype)
+    }
 }
 
 #[cfg(not(target_family = "wasm"))]

@@ -79,9 +79,8 @@ impl Backend {
     }
 }
 
-/// Whether `device` binds buffers of limited size, so that large feature maps must be held in bands (wgpu: 128 MiB
-/// on lavapipe and many WebGPU adapters); the CPU backends have no such limit.
-pub fn has_binding_limit(device: &burn::tensor::Device) -> bool {
+/// Whether `device` is a wgpu adapter (natively or the browser's WebGPU), not one of the CPU backends.
+pub fn is_wgpu(device: &burn::tensor::Device) -> bool {
     #[cfg(not(target_family = "wasm"))]
     {
         use burn::backend::DispatchDevice;
@@ -92,6 +91,12 @@ pub fn has_binding_limit(device: &burn::tensor::Device) -> bool {
         let _ = device;
         true
     }
+}
+
+/// Whether `device` binds buffers of limited size, so that large feature maps must be held in bands (wgpu: 128 MiB
+/// on lavapipe and many WebGPU adapters); the CPU backends have no such limit.
+pub fn has_binding_limit(device: &burn::tensor::Device) -> bool {
+    is_wgpu(device)
 }
 
 /// A wgpu adapter as `fpi info` shows it.

@@ -10,7 +10,7 @@ use burn::nn::conv::Conv2d;
 use burn::tensor::activation::silu;
 use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, FloatDType, Tensor};
 
 use crate::conv::conv2d;
 
@@ -124,7 +124,7 @@ impl Bands {
         match neighbour.and_then(|n| self.bands.get(n)) {
             Some(t) if above => t.clone().narrow(2, t.dims()[2] - 1, 1),
             Some(t) => t.clone().narrow(2, 0, 1),
-            None => Tensor::zeros([b, c, 1, w], device),
+            None => Tensor::zeros([b, c, 1, w], (device, self.bands[i].dtype())),
         }
     }
 }
@@ -137,7 +137,8 @@ impl FeatureMap for Bands {
         let [b, c, h, w] = self.dims();
         let g = norm.num_groups;
         let count = (c / g * h * w) as f64;
-        let grouped = |t: &Tensor<4>| t.clone().reshape([b as i64, g as i64, -1]);
+        // Statistics and normalisation in f32, whatever the map's type (a norm's parameters are f32).
+        let grouped = |t: &Tensor<4>| t.clone().cast(FloatDType::F32).reshape([b as i64, g as i64, -1]);
         let total = |f: &dyn Fn(Tensor<3>) -> Tensor<3>| {
             let sums: Vec<Tensor<3>> = self.bands.iter().map(|t| f(grouped(t)).sum_dim(2)).collect();
             Tensor::cat(sums, 2).sum_dim(2).div_scalar(count)
@@ -147,7 +148,7 @@ impl FeatureMap for Bands {
         let inv_std = var.add_scalar(norm.epsilon).sqrt().recip();
         let (gamma, beta) = (norm.gamma.as_ref().map(|p| p.val()), norm.beta.as_ref().map(|p| p.val()));
         self.map(|t| {
-            let band_h = t.dims()[2];
+            let (band_h, dtype) = (t.dims()[2], t.dtype());
             let normed = ((grouped(&t) - mean.clone()) * inv_std.clone()).reshape([b, c, band_h, w]);
             let scaled = match &gamma {
                 Some(gamma) => normed * gamma.clone().reshape([1, c, 1, 1]),
@@ -157,6 +158,7 @@ impl FeatureMap for Bands {
                 Some(beta) => scaled + beta.clone().reshape([1, c, 1, 1]),
                 None => scaled,
             })
+            .cast(FloatDType::from(dtype))
         })
     }
 

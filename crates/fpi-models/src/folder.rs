@@ -1,7 +1,7 @@
 //! A diffusers model folder (`unet/`, `vae/`, `text_encoder/`, `tokenizer/`, `scheduler/`) and how each part loads.
 
 use burn::store::ModuleSnapshot;
-use burn::tensor::Device;
+use burn::tensor::{Device, FloatDType};
 
 use crate::clip::{ClipTextModel, TokenTable};
 use crate::config::{ClipConfig, PartConfig, UNetConfig, VaeConfig, check_fit, parse_config};
@@ -65,6 +65,9 @@ pub struct ModelFolder<S> {
     pub source: S,
     /// Weight bytes read and handed to the device at a time ([`CHUNK_BYTES`] unless changed).
     pub chunk_bytes: u64,
+    /// The float type the networks are loaded in (f32 unless changed; norms' parameters stay f32): see
+    /// [`crate::precision`].
+    pub dtype: FloatDType,
 }
 
 /// Progress of a load: the part (`unet`, `vae`, `text_encoder`), its weight bytes loaded so far and in all.
@@ -85,7 +88,7 @@ impl ModelFolder<Directory> {
 impl<S: ModelSource> ModelFolder<S> {
     /// A folder whose files come from `source`.
     pub fn new(source: S) -> Self {
-        Self { source, chunk_bytes: CHUNK_BYTES }
+        Self { source, chunk_bytes: CHUNK_BYTES, dtype: FloatDType::F32 }
     }
 
     /// `name` (a part's folder) when the folder has it.
@@ -153,7 +156,8 @@ impl<S: ModelSource> ModelFolder<S> {
         progress: &mut LoadProgress<'_>,
     ) -> Result<M> {
         let mut progress = |done, total| progress(part.dir, done, total);
-        load_module(&mut module, &self.source, weights, &part.keys, self.chunk_bytes, &mut progress).await?;
+        load_module(&mut module, &self.source, weights, &part.keys, self.chunk_bytes, self.dtype, &mut progress)
+            .await?;
         Ok(module)
     }
 

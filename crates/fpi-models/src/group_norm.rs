@@ -1,4 +1,5 @@
-//! Group normalisation, optionally followed by SiLU: one fused pass for f32 on flex, burn's modules elsewhere.
+//! Group normalisation, optionally followed by SiLU: one fused pass for f32 on flex, burn's modules elsewhere
+//! (computed in f32 for an f16 map, as diffusers' half-precision models do).
 //!
 //! burn's group norm makes some eight passes over the map (mean, centring, squares, their mean, scaling, the
 //! affine's product and sum) and SiLU another two, each into a new tensor. Ours reads each group twice (its
@@ -15,8 +16,10 @@ pub fn forward(norm: &GroupNorm, x: Tensor<4>, then_silu: bool) -> Tensor<4> {
     if cpu::handles(norm, &x) {
         return cpu::group_norm(norm, x, then_silu);
     }
-    let y = norm.forward(x);
-    if then_silu { silu(y) } else { y }
+    crate::precision::in_f32(x, |x| {
+        let y = norm.forward(x);
+        if then_silu { silu(y) } else { y }
+    })
 }
 
 #[cfg(not(target_family = "wasm"))]

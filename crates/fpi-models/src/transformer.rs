@@ -8,6 +8,7 @@ use burn::tensor::{Device, Tensor};
 
 use crate::attention::{Attention, SCORE_BLOCK_BYTES};
 use crate::hook::HookAt;
+use crate::precision::layer_norm;
 use crate::resnet::{conv, group_norm};
 
 /// GEGLU feed-forward: `proj` to twice the inner width, `x · gelu(gate)`, back to `dim`.
@@ -78,9 +79,9 @@ impl BasicTransformerBlock {
     /// `hook`: the hook and this block's `(index in its transformer, query map side)`.
     fn forward(&self, x: Tensor<3>, context: &Tensor<3>, hook: Option<(HookAt<'_>, usize, [usize; 2])>) -> Tensor<3> {
         let hooked = |cross| hook.map(|(at, layer, side)| (at.hook, at.place(layer, cross, side)));
-        let x = self.attn1.forward_hooked(self.norm1.forward(x.clone()), None, hooked(false)) + x;
-        let x = self.attn2.forward_hooked(self.norm2.forward(x.clone()), Some(context.clone()), hooked(true)) + x;
-        self.ff.forward(self.norm3.forward(x.clone())) + x
+        let x = self.attn1.forward_hooked(layer_norm(&self.norm1, x.clone()), None, hooked(false)) + x;
+        let x = self.attn2.forward_hooked(layer_norm(&self.norm2, x.clone()), Some(context.clone()), hooked(true)) + x;
+        self.ff.forward(layer_norm(&self.norm3, x.clone())) + x
     }
 }
 

@@ -4,7 +4,7 @@ use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::nn::{GroupNorm, Linear, LinearConfig};
 use burn::tensor::activation::silu;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, FloatDType, Tensor};
 
 use crate::config::{DownBlockType, UNetConfig, UpBlockType};
 use crate::hook::{AttentionHook, HookAt, UNetPart};
@@ -211,7 +211,8 @@ impl UNet2DConditionModel {
         sides
     }
 
-    /// ε for latents `x` `[B, 4, h, w]` at `timesteps` `[B]`, conditioned on text states `context` `[B, 77, C]`.
+    /// ε for latents `x` `[B, 4, h, w]` at `timesteps` `[B]`, conditioned on text states `context` `[B, 77, C]`;
+    /// computed in the model's [`dtype`](Self::dtype), returned in f32.
     pub fn forward(&self, x: Tensor<4>, timesteps: Tensor<1>, context: &Tensor<3>) -> Tensor<4> {
         self.forward_hooked(x, timesteps, context, None)
     }
@@ -226,10 +227,12 @@ impl UNet2DConditionModel {
         hook: Option<&dyn AttentionHook>,
     ) -> Tensor<4> {
         let at = |part, block, transformer| hook.map(|hook| HookAt { hook, part, block, transformer });
-        let temb = self.time_embedding.linear_1.forward(self.timestep_features(timesteps));
+        let dtype = self.dtype();
+        let context = &context.clone().cast(dtype);
+        let temb = self.time_embedding.linear_1.forward(self.timestep_features(timesteps).cast(dtype));
         let temb = self.time_embedding.linear_2.forward(silu(temb));
 
-        let mut h = crate::conv::forward(&self.conv_in, x);
+        let mut h = crate::conv::forward(&self.conv_in, x.cast(dtype));
         let mut skips = vec![h.clone()];
         for (i, block) in self.down_blocks.iter().enumerate() {
             for (j, resnet) in block.resnets.iter().enumerate() {
@@ -264,6 +267,12 @@ impl UNet2DConditionModel {
         }
 
         crate::conv::forward(&self.conv_out, crate::group_norm::forward(&self.conv_norm_out, h, true))
+            .cast(FloatDType::F32)
+    }
+
+    /// The float type it computes in (its weights'): see [`crate::precision`].
+    pub fn dtype(&self) -> FloatDType {
+        self.conv_in.weight.val().dtype().into()
     }
 
     /// diffusers' `get_timestep_embedding`: `[B]` → `[B, time_features]` of sines and cosines.

@@ -3,7 +3,7 @@
 use burn::module::Module;
 use burn::nn::GroupNorm;
 use burn::nn::conv::Conv2d;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, FloatDType, Tensor};
 
 use crate::attention::SpatialAttention;
 use crate::config::VaeConfig;
@@ -184,10 +184,15 @@ impl AutoencoderKL {
         1 << self.encoder.down_blocks.iter().filter(|b| !b.downsamplers.is_empty()).count()
     }
 
-    /// The posterior of images `x` in [-1, 1], `[B, 3, H, W]`.
+    /// The float type it computes in (its weights'): see [`crate::precision`].
+    pub fn dtype(&self) -> FloatDType {
+        self.encoder.conv_in.weight.val().dtype().into()
+    }
+
+    /// The posterior of images `x` in [-1, 1], `[B, 3, H, W]` (computed in [`dtype`](Self::dtype), in f32).
     pub fn encode(&self, x: Tensor<4>) -> Posterior {
         let e = &self.encoder;
-        let mut h = Bands::split(x, self.band_bytes).conv(&e.conv_in);
+        let mut h = Bands::split(x.cast(self.dtype()), self.band_bytes).conv(&e.conv_in);
         for block in &e.down_blocks {
             for resnet in &block.resnets {
                 h = resnet.forward(h, None);
@@ -201,13 +206,14 @@ impl AutoencoderKL {
         if let Some(quant) = &self.quant_conv {
             moments = quant.forward(moments);
         }
-        let [mean, logvar] = moments.chunk(2, 1).try_into().expect("two halves");
+        let [mean, logvar] = moments.cast(FloatDType::F32).chunk(2, 1).try_into().expect("two halves");
         Posterior { mean, logvar: logvar.clamp(-30.0, 20.0) }
     }
 
-    /// Images in about [-1, 1] from (unscaled) latents `z`.
+    /// Images in about [-1, 1] from (unscaled) latents `z` (computed in [`dtype`](Self::dtype), in f32).
     pub fn decode(&self, z: Tensor<4>) -> Tensor<4> {
         let d = &self.decoder;
+        let z = z.cast(self.dtype());
         let z = match &self.post_quant_conv {
             Some(post) => post.forward(z),
             None => z,
@@ -222,6 +228,6 @@ impl AutoencoderKL {
                 h = up.forward(h);
             }
         }
-        h.group_norm_silu(&d.conv_norm_out).conv(&d.conv_out).join()
+        h.group_norm_silu(&d.conv_norm_out).conv(&d.conv_out).join().cast(FloatDType::F32)
     }
 }

@@ -5,12 +5,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use burn::module::{ModuleVisitor, Param};
-use burn::store::{FloatCastAdapter, ModuleAdapter, ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
-use burn::tensor::{DType, Tensor};
+use burn::store::{ModuleAdapter, ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
+use burn::tensor::{FloatDType, Tensor};
 use regex::Regex;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
+use crate::precision::LoadAs;
 use crate::source::ModelSource;
 
 /// One tensor's entry in a safetensors header.
@@ -115,13 +116,15 @@ pub const CHUNK_BYTES: u64 = 64 << 20;
 
 /// Loads `path` into `module`, streaming it in chunks of at most `chunk_bytes` (or one tensor): every
 /// parameter must be in the file with its shape, and every float tensor of the file must have a place (except
-/// `keys.ignored`). f16/bf16 tensors become f32. `progress` hears the bytes loaded so far and the total.
+/// `keys.ignored`). Float tensors become `dtype` ([`LoadAs`]: norms stay f32). `progress` hears the bytes loaded
+/// so far and the total.
 pub async fn load_module<M: ModuleSnapshot>(
     module: &mut M,
     source: &impl ModelSource,
     path: &str,
     keys: &KeyMap,
     chunk_bytes: u64,
+    dtype: FloatDType,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<()> {
     let header = read_header(source, path).await?;
@@ -171,7 +174,7 @@ pub async fn load_module<M: ModuleSnapshot>(
     for chunk in chunks(&tensors, chunk_bytes) {
         let (first, last) = (chunk[0].1.data_offsets[0], chunk[chunk.len() - 1].1.data_offsets[1]);
         let data = source.read(path, header.data_start + first..header.data_start + last).await?;
-        let missing = apply_chunk(module, safetensors_bytes(chunk, first, data), keys, &shown)?;
+        let missing = apply_chunk(module, safetensors_bytes(chunk, first, data), keys, dtype, &shown)?;
         unset = Some(match unset {
             None => missing,
             Some(before) => before.intersection(&missing).cloned().collect(),
@@ -291,6 +294,7 @@ fn apply_chunk<M: ModuleSnapshot>(
     module: &mut M,
     bytes: Vec<u8>,
     keys: &KeyMap,
+    dtype: FloatDType,
     path: &std::path::Path,
 ) -> Result<ParamPaths> {
     let mut store = keys
@@ -298,7 +302,7 @@ fn apply_chunk<M: ModuleSnapshot>(
         .iter()
         .fold(SafetensorsStore::from_bytes(Some(bytes)), |store, &(from, to)| store.with_key_remapping(from, to));
     store = store
-        .with_from_adapter(PyTorchToBurnAdapter.chain(FloatCastAdapter::to(DType::F32)))
+        .with_from_adapter(PyTorchToBurnAdapter.chain(LoadAs(dtype)))
         .skip_enum_variants(true)
         .allow_partial(true)
         .validate(false);

@@ -4,7 +4,7 @@
 use std::ops::ControlFlow;
 use std::path::PathBuf;
 
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, FloatDType, Tensor, TensorData};
 use fpi_core::adjust::adjust;
 use fpi_core::metrics::{psnr, relative_error};
 use fpi_core::predictor::{Guided, NoisePredictor};
@@ -15,8 +15,9 @@ use fpi_core::solver::{self, Observer, Progress, RunError, StepReport, to_host};
 use fpi_models::ModelFolder;
 use fpi_models::clip::{ClipTextModel, TokenTable};
 use fpi_models::config::{ClipConfig, UNetConfig, VaeConfig, parse_config};
-use fpi_models::sd1;
 use fpi_models::folder::LoadProgress;
+use fpi_models::precision::cast_parameters;
+use fpi_models::sd1;
 use fpi_models::source::ModelSource;
 use fpi_models::tokenizer::ClipTokenizer;
 use fpi_models::unet::UNet2DConditionModel;
@@ -189,9 +190,10 @@ impl Pipeline {
         })
     }
 
-    /// SD1.x, in the configuration fpi has built in for checkpoint files, with random weights: for timing the
-    /// model without its files (`fpi bench --random`). Its tokenizer is CLIP's; its outputs mean nothing.
-    pub fn random(device: Device) -> Result<Self, PipelineError> {
+    /// SD1.x, in the configuration fpi has built in for checkpoint files, with random weights in `dtype` (see
+    /// [`fpi_models::precision`]): for timing the model without its files (`fpi bench --random`). Its tokenizer is
+    /// CLIP's; its outputs mean nothing.
+    pub fn random(device: Device, dtype: FloatDType) -> Result<Self, PipelineError> {
         let at = |name: &str| PathBuf::from(format!("SD1.x's built-in {name}"));
         let unet: UNetConfig = parse_config(sd1::UNET_CONFIG, &at("UNet config"))?;
         let vae: VaeConfig = parse_config(sd1::VAE_CONFIG, &at("VAE config"))?;
@@ -208,9 +210,9 @@ impl Pipeline {
         let table = TokenTable { rows, dim: clip.hidden_size };
         Ok(Self {
             tokenizer,
-            clip: ClipTextModel::new(&clip, table, &device),
-            unet: UNet2DConditionModel::new(&unet, &device),
-            vae: AutoencoderKL::new(&vae, &device),
+            clip: cast_parameters(ClipTextModel::new(&clip, table, &device), dtype),
+            unet: cast_parameters(UNet2DConditionModel::new(&unet, &device), dtype),
+            vae: cast_parameters(AutoencoderKL::new(&vae, &device), dtype),
             scheduler,
             device,
         })
@@ -219,6 +221,11 @@ impl Pipeline {
     /// The device the model is on.
     pub fn device(&self) -> &Device {
         &self.device
+    }
+
+    /// The float type the networks compute in (the solver's arithmetic stays f32).
+    pub fn dtype(&self) -> FloatDType {
+        self.unet.dtype()
     }
 
     /// The UNet (for timing it alone).

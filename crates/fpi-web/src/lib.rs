@@ -15,6 +15,7 @@ use fpi_core::seed::{Derivation, Sampling, Seed, SeedInfo};
 use fpi_core::seed_space::{self, CentroidMethod, PathMethod};
 use fpi_core::settings::{InvertSettings, Setting, check_guidance};
 use fpi_core::solver::Progress;
+use fpi_models::precision::{self, Precision, computes_in_f16};
 use fpi_models::{ModelFiles, ModelFolder};
 use fpi_pipeline::edit::EditSettings;
 use fpi_pipeline::{Phase, Pipeline, PipelineError, image_io};
@@ -204,13 +205,17 @@ impl Model {
     /// in the map), streaming the weights to the GPU in chunks. `vae`, when given, replaces the model's VAE: a
     /// `Map` of a VAE's folder (`config.json` and its weights), a model folder, or one checkpoint file. `name` is
     /// recorded in seed files. `on_status(text, done, total)` hears the weight bytes of each part as they load
-    /// (`text` is `loading {part}`).
+    /// (`text` is `loading {part}`). `precision` is the CLI's `--precision`: `auto` (the default: f16 where the
+    /// adapter has `shader-f16`, else f32), `f32` or `f16`.
     pub async fn load(
         files: Map,
         name: String,
         on_status: Option<Function>,
         vae: Option<Map>,
+        precision: Option<String>,
     ) -> Result<Model, JsError> {
+        let precision: Precision =
+            precision.as_deref().unwrap_or("auto").parse().map_err(|e| JsError::new(&format!("{e}")))?;
         let model = BlobFiles::from_map(&files)?.into_form().await.map_err(load_error)?;
         let vae = match vae {
             Some(map) => Some(BlobFiles::from_map(&map)?.into_form().await.map_err(load_error)?),
@@ -218,7 +223,10 @@ impl Model {
         };
         let source = ModelFiles::new(model, vae).map_err(load_error)?;
         let gpu = gpu().await?;
-        let folder = ModelFolder::new(source);
+        let mut folder = ModelFolder::new(source);
+        folder.dtype = precision.resolve(&gpu.device).map_err(|_| {
+            JsError::new("f16 needs a WebGPU adapter with shader-f16, which this one lacks: choose f32 or auto")
+        })?;
         let mut progress = |part: &str, done: u64, total: u64| {
             if let Some(f) = &on_status {
                 let text = JsValue::from(format!("loading {part}"));
@@ -233,6 +241,18 @@ impl Model {
     #[wasm_bindgen(getter)]
     pub fn adapter(&self) -> String {
         self.gpu.adapter.clone()
+    }
+
+    /// The float type the networks compute in: `f16` or `f32`.
+    #[wasm_bindgen(getter)]
+    pub fn precision(&self) -> String {
+        precision::name(self.pipeline.dtype()).to_owned()
+    }
+
+    /// Whether the adapter can compute in f16 (`shader-f16`).
+    #[wasm_bindgen(getter)]
+    pub fn shader_f16(&self) -> bool {
+        computes_in_f16(&self.gpu.device)
     }
 
     /// Whether the adapter is a CPU (software) one, such as SwiftShader: far slower than a GPU.

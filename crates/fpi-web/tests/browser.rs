@@ -48,8 +48,15 @@ fn files(skip: Option<&str>) -> Map {
     map
 }
 
+/// The tiny model without the file `skip`, in f32 (the native references are f32).
 async fn load(skip: Option<&str>) -> Result<Model, String> {
-    Model::load(files(skip), "tiny-sd".into(), None, None).await.map_err(|e| format!("{:?}", JsValue::from(e)))
+    load_in(skip, "f32").await
+}
+
+async fn load_in(skip: Option<&str>, precision: &str) -> Result<Model, String> {
+    Model::load(files(skip), "tiny-sd".into(), None, None, Some(precision.into()))
+        .await
+        .map_err(|e| format!("{:?}", JsValue::from(e)))
 }
 
 fn case() -> serde_json::Value {
@@ -92,6 +99,19 @@ async fn returning_false_from_the_progress_callback_cancels() {
     assert!(message.contains("cancelled"), "{message}");
     let calls = js_sys::Reflect::get(&js_sys::global(), &"progressCalls".into()).unwrap().as_f64();
     assert_eq!(calls, Some(1.0), "no evaluation may follow the one that cancelled");
+}
+
+/// `auto` is f16 only where the adapter has shader-f16 (SwiftShader has not), and f16 without it is refused.
+#[wasm_bindgen_test]
+async fn auto_precision_follows_the_adapters_shader_f16() {
+    let model = load_in(None, "auto").await.unwrap();
+    let expected = if model.shader_f16() { "f16" } else { "f32" };
+    assert_eq!(model.precision(), expected);
+    if !model.shader_f16() {
+        let err = load_in(None, "f16").await.err().expect("f16 without shader-f16 must be refused");
+        assert!(err.contains("shader-f16"), "{err}");
+    }
+    web_sys::console::log_1(&format!("adapter {}: runs in {expected}", model.adapter()).into());
 }
 
 #[wasm_bindgen_test]
