@@ -218,6 +218,10 @@ fn bad_input_is_one_clear_error_and_leaves_outputs_alone() {
         (invert_with(&["--output", path(unwritable)]), "cannot write in /proc"),
         (invert_with(&["--model", path(&copied_model(&grey_vae))]), "in_channels"),
         (
+            invert_with(&["--device", "ndarray", "--precision", "f16"]),
+            "f16 needs a wgpu adapter with shader-f16, which this device lacks",
+        ),
+        (
             fpi(&[
                 "reconstruct",
                 "--model",

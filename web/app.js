@@ -9,7 +9,8 @@
 // data-centroid (the same, for the last centroid);
 // #model-info carries data-name, data-format (diffusers | checkpoint), data-vae (the replacement
 // VAE's name, '' for the model's own), data-cached and data-downloaded (the model's and the VAE's files together)
-// once a model is loaded. It also enables the controls and shows the boxes that fit the state.
+// and data-precision (f16 | f32: what the networks compute in) once a model is loaded. It also enables the controls
+// and shows the boxes that fit the state.
 //
 // A replacement VAE (state.vae) goes with every model load until it is cleared; choosing or clearing one reloads
 // the model that is loaded.
@@ -34,7 +35,8 @@ const state = {
   whyNoWebGpu: '', // when missing: why, in words
   ready: false, // WebGPU and the wasm module are usable in the current worker
   model: 'none', // none | loading | loaded | failed
-  modelInfo: null, // the loaded model: { name, format, vae, adapter, software, files, cached, downloaded }
+  modelInfo: null, // the loaded model: { name, format, vae, adapter, software, precision, shaderF16, files, cached,
+  // downloaded }
   sizeStep: 64, // image sides must be multiples of this
   lastModel: null, // the last model loaded (its source, as worker.js takes it), to reload after a hard stop or a new VAE
   vae: null, // the replacement VAE: { source (as worker.js takes it), name }, or null for the model's own
@@ -85,14 +87,15 @@ const busy = () => state.model === 'loading' || state.run === 'running' || state
 const origin = ({ cached, downloaded }) => (downloaded || cached ? ` (${cached} from cache, ${downloaded} downloaded)` : '');
 
 /** The loaded model in one line, with the VAE it uses. */
-function describeModel({ name, format, vae, adapter, software, ...counts }) {
+function describeModel({ name, format, vae, adapter, software, precision, shaderF16, ...counts }) {
   const configs = counts.files - 1;
   const files = format === 'checkpoint'
     ? `a single-file checkpoint${configs > 0 ? ` with ${configs} config files` : ''}`
     : `${counts.files} files`;
   const vaeText = vae ? `VAE ${vae.name} (${vae.files} file${vae.files === 1 ? '' : 's'}${origin(vae)})` : 'its own VAE';
   const slow = software ? ' A software adapter: expect it to be slow.' : '';
-  return `${name}: ${files}${origin(counts)}, ${vaeText}, on ${adapter} (weights in f32).${slow}`;
+  const why = precision === 'f32' && !shaderF16 ? ': this adapter has no shader-f16' : '';
+  return `${name}: ${files}${origin(counts)}, ${vaeText}, on ${adapter}, running in ${precision}${why}.${slow}`;
 }
 
 /** Writes the state into the page: <body>'s data-* attributes, the controls, the boxes. */
@@ -116,6 +119,7 @@ function render() {
   $('vae-clear').hidden = !state.vae;
   $('vae-name').textContent = state.vae ? state.vae.name : "none: the model's own";
   $('clear-cache').disabled = busy();
+  $('precision').disabled = busy();
   $('load-box').hidden = state.model !== 'loading';
   const info = $('model-info');
   const model = state.modelInfo;
@@ -126,8 +130,9 @@ function render() {
     vae: model.vae?.name ?? '',
     cached: model.cached + (model.vae?.cached ?? 0),
     downloaded: model.downloaded + (model.vae?.downloaded ?? 0),
+    precision: model.precision,
   };
-  for (const key of ['name', 'format', 'vae', 'cached', 'downloaded']) {
+  for (const key of ['name', 'format', 'vae', 'cached', 'downloaded', 'precision']) {
     if (data) info.dataset[key] = String(data[key]);
     else delete info.dataset[key];
   }
@@ -270,15 +275,17 @@ const handlers = {
     $('load-text').textContent = text;
   },
 
-  loaded({ name, format, vae, adapter, software, sizeStep, source }) {
+  loaded({ name, format, vae, adapter, software, precision, shaderF16, sizeStep, source }) {
     // Sizes must be multiples of the model's step: the chosen one goes to the nearest.
     const size = $('size');
     const value = Number(size.value);
     if (!(value >= sizeStep && value % sizeStep === 0)) {
       size.value = String(Math.max(sizeStep, Math.round(value / sizeStep) * sizeStep || 512));
     }
-    setState({ model: 'loaded', sizeStep, modelInfo: { name, format, vae, adapter, software, ...source } });
-    setStatus(`model loaded${vae ? ` with the VAE ${vae.name}` : ''} (adapter ${adapter})`, 'done');
+    setState({
+      model: 'loaded', sizeStep, modelInfo: { name, format, vae, adapter, software, precision, shaderF16, ...source },
+    });
+    setStatus(`model loaded${vae ? ` with the VAE ${vae.name}` : ''} (adapter ${adapter}, ${precision})`, 'done');
   },
 
   progress(p) {
@@ -455,7 +462,7 @@ function loadModel(source, what = null) {
   setState({ lastModel: source, model: 'loading', modelInfo: null });
   what ??= source.kind === 'url' ? source.base + (source.file ?? '') : `${source.name} (${source.files.size} files)`;
   setStatus(`loading the model ${what}${state.vae ? ` with the VAE ${state.vae.name}` : ''}…`);
-  worker.postMessage({ type: 'load', model: source, vae: state.vae?.source ?? null });
+  worker.postMessage({ type: 'load', model: source, vae: state.vae?.source ?? null, precision: $('precision').value });
 }
 
 /** Sets (or, with null, clears) the replacement VAE, reloading the model that is loaded (or failed) with it. */
@@ -547,6 +554,9 @@ $('vae-url-form').addEventListener('submit', (event) => {
 });
 
 $('vae-clear').addEventListener('click', () => setVae(null));
+$('precision').addEventListener('change', () => {
+  if (state.lastModel && state.model !== 'none') loadModel(state.lastModel);
+});
 
 $('clear-cache').addEventListener('click', async () => {
   if (!self.caches) return fail('this page has no Cache Storage (not a secure context)');

@@ -2,7 +2,8 @@
 //
 // Protocol (postMessage, one object per message):
 //   page → worker
-//     { type: 'load', model: source, vae: source | null }   load a model, with a replacement VAE or its own; a source
+//     { type: 'load', model: source, vae: source | null, precision }   load a model, with a replacement VAE or its
+//       own, in precision 'auto' | 'f32' | 'f16' (as Model.load takes it); a source
 //       is { kind: 'files', files: Map<path, File>, name, format } (picked or dropped; format 'diffusers' |
 //       'checkpoint' for a model) or { kind: 'url', base, file, query, name } (see parseLocation in
 //       model-files.js; fetched via Cache Storage). The maps are as Model.load takes them (see model-files.js).
@@ -21,7 +22,9 @@
 //   worker → page
 //     { type: 'hello', gpu: { ok, reason, detail, adapter }, wasm: { ok, error } }   once, at start
 //     { type: 'load-status', text, done, total }            download and load progress
-//     { type: 'loaded', name, format, vae, adapter, software, sizeStep, source: { files, cached, downloaded, bytes } }
+//     { type: 'loaded', name, format, vae, adapter, software, precision, shaderF16, sizeStep,
+//       source: { files, cached, downloaded, bytes } } (precision: 'f16' | 'f32', what the networks run in;
+//       shaderF16: whether the adapter could run f16)
 //       (format: 'diffusers' | 'checkpoint'; source: the model's files; vae: the replacement VAE's { name, files,
 //       cached, downloaded, bytes }, or null for the model's own; adapter: the WebGPU adapter's name; software: true
 //       for a CPU or software adapter)
@@ -105,7 +108,7 @@ async function gather(source, entries, what) {
 }
 
 /** Loads the model (and its replacement VAE, if any), replacing the one loaded before. */
-async function load(modelSource, vaeSource) {
+async function load(modelSource, vaeSource, precision) {
   if (!wasm) throw new Error('the wasm module is not loaded');
   model?.free?.();
   model = null;
@@ -121,10 +124,10 @@ async function load(modelSource, vaeSource) {
     post({ type: 'load-status', text: `${text}${of}`, done, total });
   };
   // name: recorded in seed files' metadata. vae: undefined loads the model's own.
-  model = await wasm.Model.load(files, name, onStatus, vae?.files);
-  const { adapter, software_adapter: software, size_step: sizeStep } = model;
+  model = await wasm.Model.load(files, name, onStatus, vae?.files, precision ?? 'auto');
+  const { adapter, software_adapter: software, size_step: sizeStep, precision: dtype, shader_f16: shaderF16 } = model;
   const vaeInfo = vae ? { name: vae.name, ...vae.counts } : null;
-  post({ type: 'loaded', name, format, vae: vaeInfo, adapter, software, sizeStep, source: counts });
+  post({ type: 'loaded', name, format, vae: vaeInfo, adapter, software, precision: dtype, shaderF16, sizeStep, source: counts });
 }
 
 /**
@@ -246,7 +249,7 @@ async function handle(message) {
   await started;
   switch (message.type) {
     case 'load':
-      return load(message.model, message.vae);
+      return load(message.model, message.vae, message.precision);
     case 'invert':
       return invert(message.image, message.settings);
     case 'edit':

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# fpi on wgpu against PyTorch CUDA (f32 and f16) on the same random SD1.5, on a machine with an NVIDIA GPU:
+# fpi on wgpu (f32 and f16) against PyTorch CUDA (f32 and f16) on the same random SD1.5, on a machine with an NVIDIA
+# GPU:
 #
 #     tests/bench/gpu.sh            # FPI=path/to/fpi (default ./fpi), PYTHON (default python3), SIZE (default 512)
 #
@@ -10,8 +11,8 @@
 # NVIDIA's Vulkan driver (libGLX_nvidia) also needs glvnd: carry libglvnd0 with libvulkan1 (the first run found no
 # adapter without it). Where no NVIDIA Vulkan driver manifest is installed, the container toolkit's
 # /usr/local/nvidia/... one is named.
-# Each step runs under `timeout` (FPI_TIMEOUT, default 260 s; TORCH_TIMEOUT, default 90 s each), so the whole run
-# ends within 8 minutes; a step that fails or times out leaves its column empty. KEEP=DIR keeps the JSON files.
+# Each step runs under `timeout` (FPI_TIMEOUT, default 200 s each; TORCH_TIMEOUT, default 90 s each), so the whole
+# run ends within 10 minutes; a step that fails or times out leaves its column empty. KEEP=DIR keeps the JSON files.
 set -uo pipefail
 fpi=${FPI:-./fpi}
 [[ -x $fpi ]] || fpi=$(dirname "$0")/../../target/release/fpi
@@ -50,14 +51,21 @@ for dtype in float32 float16; do
     timeout -k 5 "${TORCH_TIMEOUT:-90}" "$python" "$helper" --device cuda --dtype "$dtype" --size "$size" \
         >"$out/pytorch-cuda-$dtype.json" || echo "gpu.sh: PyTorch $dtype failed or timed out (exit $?)" >&2
 done
-echo "== fpi wgpu ($fpi), size $size" >&2
-timeout -k 5 "${FPI_TIMEOUT:-260}" "$fpi" bench --random --json --device wgpu --size "$size" --no-inversion \
-    >"$out/fpi.json" || echo "gpu.sh: fpi bench failed or timed out (exit $?)" >&2
+for precision in f32 f16; do
+    echo "== fpi wgpu $precision ($fpi), size $size" >&2
+    timeout -k 5 "${FPI_TIMEOUT:-200}" "$fpi" bench --random --json --device wgpu --precision "$precision" \
+        --size "$size" --no-inversion >"$out/fpi-$precision.json" \
+        || echo "gpu.sh: fpi bench $precision failed or timed out (exit $?)" >&2
+done
 
 echo
 echo "$gpus"
-"$python" "$helper" --compare "$out/fpi.json" "$out/pytorch-cuda-float32.json" "$out/pytorch-cuda-float16.json"
-status=$?
+status=0
+for precision in f32 f16; do
+    "$python" "$helper" --compare "$out/fpi-$precision.json" "$out/pytorch-cuda-float32.json" \
+        "$out/pytorch-cuda-float16.json" || status=$?
+    echo
+done
 echo
 echo "gpu.sh: $((SECONDS - started)) s in all"
 exit $status

@@ -246,7 +246,7 @@ def name(r, fallback):
         dtype = {"float32": "f32", "float16": "f16", "bfloat16": "bf16"}.get(r.get("dtype"), r.get("dtype", ""))
         label = f"PyTorch {r['device'].split('-', 1)[1]} {dtype}".strip()
         return label + (" (TF32)" if r.get("tf32") else "")
-    return f"fpi {r.get('device', '?')}"
+    return f"fpi {r.get('device', '?')} {r.get('precision', 'f32')}"
 
 
 def compare(paths):

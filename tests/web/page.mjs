@@ -319,6 +319,9 @@ async function loadFolder(page) {
   const seconds = (Date.now() - start) / 1000;
   log(`folder load: ${info.text} (${seconds.toFixed(1)} s)`);
   check(info.name === path.basename(tinyModel), `the page names the model '${info.name}', not after its folder`);
+  // SwiftShader has no shader-f16: auto runs in f32 and the page says why.
+  check(info.precision === 'f32' && info.text.includes('running in f32: this adapter has no shader-f16'),
+    `without shader-f16 the page should run and say f32: ${info.text}`);
   return { ...info, seconds };
 }
 

@@ -372,6 +372,9 @@ pub struct GenerateArgs {
     pub outputs: SampleOutputs,
 }
 
+/// The parts `fpi bench` times, by their names in its JSON.
+pub const BENCH_PARTS: [&str; 6] = ["clip", "unet_batch1", "unet_batch2", "vae_encode", "vae_decode", "edit_step"];
+
 /// `fpi bench`'s options.
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -392,6 +395,10 @@ pub struct BenchArgs {
     /// Skip the full inversion (minutes to hours on a CPU at 512²).
     #[arg(long)]
     pub no_inversion: bool,
+    /// Time only these parts (comma-separated; all by default), e.g. the UNet with guidance and the VAE decoder
+    /// to measure the device memory an inversion needs without waiting for the rest.
+    #[arg(long, value_delimiter = ',', value_parser = BENCH_PARTS)]
+    pub parts: Vec<String>,
     /// Print the results as one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,

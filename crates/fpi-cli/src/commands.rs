@@ -346,24 +346,34 @@ fn bench(args: BenchArgs) -> Result<(), Failure> {
     let t = |b| Tensor::<1>::full([b], 501.0, &device);
     let (unet, vae) = (pipeline.unet(), pipeline.vae());
     let image = Tensor::<4>::random([1, 3, args.size, args.size], Distribution::Uniform(-1.0, 1.0), &device);
-    // One Prompt-to-Prompt step: the UNet on both branches (batch 4) with the attention hook.
-    let edit = EditSettings { prompt: "a painting".into(), ..EditSettings::default() };
-    let parts = vec![
-        ("clip", "CLIP (2 prompts)", time(|| Ok(pipeline.condition(&settings.prompt)?.states))?),
-        ("unet_batch1", "UNet, batch 1", time(|| Ok(unet.forward(latents(1), t(1), &states.clone().narrow(0, 1, 1))))?),
-        ("unet_batch2", "UNet, batch 2 (guidance)", time(|| Ok(unet.forward(latents(2), t(2), &states)))?),
-        ("vae_encode", "VAE encode", time(|| Ok(vae.encode(image.clone()).mean))?),
-        ("vae_decode", "VAE decode", time(|| Ok(vae.decode(latents(1))))?),
-        (
-            "edit_step",
-            "edit step (batch 4)",
-            time(|| {
-                let mut go_on =
-                    |_: fpi_pipeline::Phase, _: &fpi_core::solver::Progress| std::ops::ControlFlow::Continue(());
-                Ok(pollster::block_on(pipeline.edit(latents(1), &settings.prompt, &edit, 1, 2.0, &mut go_on))?.target)
-            })?,
-        ),
-    ];
+    let chosen = |key: &str| args.parts.is_empty() || args.parts.iter().any(|p| p == key);
+    let mut parts = Vec::new();
+    if chosen("clip") {
+        parts.push(("clip", "CLIP (2 prompts)", time(|| Ok(pipeline.condition(&settings.prompt)?.states))?));
+    }
+    if chosen("unet_batch1") {
+        let context = states.clone().narrow(0, 1, 1);
+        parts.push(("unet_batch1", "UNet, batch 1", time(|| Ok(unet.forward(latents(1), t(1), &context)))?));
+    }
+    if chosen("unet_batch2") {
+        parts.push(("unet_batch2", "UNet, batch 2 (guidance)", time(|| Ok(unet.forward(latents(2), t(2), &states)))?));
+    }
+    if chosen("vae_encode") {
+        parts.push(("vae_encode", "VAE encode", time(|| Ok(vae.encode(image.clone()).mean))?));
+    }
+    if chosen("vae_decode") {
+        parts.push(("vae_decode", "VAE decode", time(|| Ok(vae.decode(latents(1))))?));
+    }
+    if chosen("edit_step") {
+        // One Prompt-to-Prompt step: the UNet on both branches (batch 4) with the attention hook.
+        let edit = EditSettings { prompt: "a painting".into(), ..EditSettings::default() };
+        let step = time(|| {
+            let mut go_on =
+                |_: fpi_pipeline::Phase, _: &fpi_core::solver::Progress| std::ops::ControlFlow::Continue(());
+            Ok(pollster::block_on(pipeline.edit(latents(1), &settings.prompt, &edit, 1, 2.0, &mut go_on))?.target)
+        })?;
+        parts.push(("edit_step", "edit step (batch 4)", step));
+    }
     let inversion_s = if args.no_inversion {
         None
     } else {
