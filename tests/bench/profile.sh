@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Where fpi's time goes on wgpu, by kernel: runs `fpi bench --random --no-inversion --device wgpu` with CubeCL's
-# kernel profiler on and prints a Markdown table of the kernels' total time, grouped by kind (burn's kernel type and
-# operation), largest first.
+# Where fpi's time goes on wgpu, by kernel: runs `fpi bench --random --no-inversion --device wgpu --parts PARTS`
+# (default: unet_batch2, one guided UNet step, timed twice) with CubeCL's kernel profiler on and prints a Markdown
+# table of the kernels' total time, grouped by kind (burn's kernel type and operation), largest first.
 #
-#     tests/bench/profile.sh [SIZE] [PRECISION]      # defaults: 256, f32
+#     tests/bench/profile.sh [SIZE] [PRECISION]      # defaults: 256, f32; PARTS=clip,vae_decode,… for others
 #
 # The binary: $FPI, else target/release/fpi. Each kernel's first launch includes its compilation and is left out.
 # The profiler waits for every kernel, so the total exceeds the bench's own times. KEEP=DIR keeps the raw log.
@@ -19,7 +19,7 @@ export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-/tmp/xdg}
 mkdir -p "$XDG_RUNTIME_DIR"
 
 CUBECL_DEBUG_LOG="$out/cubecl.log" CUBECL_DEBUG_OPTION=profile "$fpi" bench --random --device wgpu \
-    --precision "$precision" --size "$size" --no-inversion --quiet >"$out/bench.txt"
+    --precision "$precision" --size "$size" --no-inversion --parts "${PARTS:-unet_batch2}" --quiet >"$out/bench.txt"
 
 python3 - "$out/cubecl.log" "$size" "$precision" <<'EOF'
 import collections, re, sys
@@ -39,7 +39,7 @@ for line in open(log, encoding="utf-8", errors="replace"):
     total[kind] += seconds
     count[kind] += 1
 whole = sum(total.values())
-print(f"fpi bench --random --size {size} --precision {precision} on wgpu: {whole:.1f} s of kernels\n")
+print(f"fpi bench --random --size {size} --precision {precision} on wgpu: {whole:.1f} s in kernels\n")
 print("| kernel | launches | seconds | share |")
 print("| --- | ---: | ---: | ---: |")
 for kind, seconds in total.most_common(15):
