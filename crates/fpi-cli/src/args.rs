@@ -396,7 +396,7 @@ pub struct BenchArgs {
     #[arg(long)]
     pub no_inversion: bool,
     /// Time only these parts (comma-separated; all by default), e.g. the UNet with guidance and the VAE decoder
-    /// to measure the device memory an inversion needs without waiting for the rest.
+    /// (with --no-inversion) to measure the device memory an inversion needs without waiting for the rest.
     #[arg(long, value_delimiter = ',', value_parser = BENCH_PARTS)]
     pub parts: Vec<String>,
     /// Print the results as one JSON object instead of a table.

@@ -19,7 +19,7 @@ pub const SCORE_BLOCK_BYTES: usize = 64 << 20;
 /// exceeds [`SCORE_BLOCK_BYTES`]. Rows are independent, so the blocks give the unblocked result exactly.
 /// Causal attention (CLIP's 77 tokens, far under the budget) runs in one block.
 /// On flex (f32, not causal) our own kernel computes it instead ([`cpu`]); in f16 the softmax is taken in f32
-/// ([`softmax_attention`]).
+/// (as in [`hooked_attention`]).
 pub fn blocked_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, causal: bool) -> Tensor<4> {
     #[cfg(not(target_family = "wasm"))]
     if !causal && cpu::handles(&q, &k, &v) {

@@ -55,8 +55,8 @@ pub fn conv2d(
 ///
 /// burn's direct convolution, which wgpu adapters without cooperative matrices run (lavapipe, most browsers), sums
 /// in the tensors' type: over SD's 320–1280 channels an f16 sum is off by about 1e-2. Matrix products accumulate in
-/// f32, so `Σ W[:, :, i, j] · X[shifted by (i, j)]` with the sum kept in f32 rounds once, like PyTorch's f16
-/// convolution.
+/// f32, so `Σ W[:, :, i, j] · X[shifted by (i, j)]` rounds each tap's product to f16 once and keeps their sum in f32
+/// (a 1×1 convolution is one product).
 mod taps {
     use burn::tensor::{FloatDType, Tensor, s};
 

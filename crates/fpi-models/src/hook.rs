@@ -48,7 +48,8 @@ pub trait AttentionHook {
     fn wants(&self, place: &AttentionPlace) -> bool;
 
     /// The probabilities `softmax(q·kᵀ/√d)` `[B, heads, rows, keys]` of query rows `rows` of the layer at `place`
-    /// (all rows, unless the layer's scores exceed one block); returns the probabilities to use.
+    /// (all rows, unless the layer's scores exceed one block); returns the probabilities to use. They are f32
+    /// whatever the model's precision, and what it returns is cast back to the values' type.
     fn edit(&self, place: &AttentionPlace, rows: Range<usize>, probabilities: Tensor<4>) -> Tensor<4>;
 }
 

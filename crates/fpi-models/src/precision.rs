@@ -34,7 +34,10 @@ pub struct UnknownPrecision(pub String);
 
 /// f16 was asked for on a device that cannot compute in it.
 #[derive(Debug, thiserror::Error)]
-#[error("f16 needs a wgpu adapter with shader-f16, which this device lacks; use --precision f32 or auto")]
+#[error(
+    "f16 needs a wgpu adapter with shader-f16, which this device lacks (use --device wgpu on such an adapter, or \
+     --precision f32 or auto)"
+)]
 pub struct NoHalfPrecision;
 
 impl FromStr for Precision {
@@ -150,7 +153,7 @@ impl ModuleMapper for CastParameters {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(target_family = "wasm")))]
 mod tests {
     use super::*;
 

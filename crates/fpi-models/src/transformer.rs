@@ -152,7 +152,7 @@ impl Transformer2DModel {
         let normed = crate::group_norm::forward(&self.norm, x.clone(), false);
         let to_tokens = |t: Tensor<4>| t.reshape([b, c, h * w]).swap_dims(1, 2);
         let mut tokens = match &self.proj_in {
-            Projection::Conv(conv) => to_tokens(conv.forward(normed)),
+            Projection::Conv(conv) => to_tokens(crate::conv::forward(conv, normed)),
             Projection::Linear(linear) => linear.forward(to_tokens(normed)),
         };
         for (layer, block) in self.transformer_blocks.iter().enumerate() {
@@ -160,7 +160,7 @@ impl Transformer2DModel {
         }
         let to_map = |t: Tensor<3>| t.swap_dims(1, 2).reshape([b, c, h, w]);
         let out = match &self.proj_out {
-            Projection::Conv(conv) => conv.forward(to_map(tokens)),
+            Projection::Conv(conv) => crate::conv::forward(conv, to_map(tokens)),
             Projection::Linear(linear) => to_map(linear.forward(tokens)),
         };
         out + x

@@ -204,7 +204,7 @@ impl AutoencoderKL {
         h = e.mid_block.forward(h, self.band_bytes);
         let mut moments = h.group_norm_silu(&e.conv_norm_out).conv(&e.conv_out).join();
         if let Some(quant) = &self.quant_conv {
-            moments = quant.forward(moments);
+            moments = crate::conv::forward(quant, moments);
         }
         let [mean, logvar] = moments.cast(FloatDType::F32).chunk(2, 1).try_into().expect("two halves");
         Posterior { mean, logvar: logvar.clamp(-30.0, 20.0) }
@@ -215,7 +215,7 @@ impl AutoencoderKL {
         let d = &self.decoder;
         let z = z.cast(self.dtype());
         let z = match &self.post_quant_conv {
-            Some(post) => post.forward(z),
+            Some(post) => crate::conv::forward(post, z),
             None => z,
         };
         let h = Bands::split(z, self.band_bytes).conv(&d.conv_in);
