@@ -148,17 +148,18 @@ impl FeatureMap for Bands {
         let inv_std = var.add_scalar(norm.epsilon).sqrt().recip();
         let (gamma, beta) = (norm.gamma.as_ref().map(|p| p.val()), norm.beta.as_ref().map(|p| p.val()));
         self.map(|t| {
-            let (band_h, dtype) = (t.dims()[2], t.dtype());
-            let normed = ((grouped(&t) - mean.clone()) * inv_std.clone()).reshape([b, c, band_h, w]);
-            let scaled = match &gamma {
-                Some(gamma) => normed * gamma.clone().reshape([1, c, 1, 1]),
-                None => normed,
-            };
-            silu(match &beta {
-                Some(beta) => scaled + beta.clone().reshape([1, c, 1, 1]),
-                None => scaled,
+            crate::precision::in_f32(t, |t| {
+                let band_h = t.dims()[2];
+                let normed = ((grouped(&t) - mean.clone()) * inv_std.clone()).reshape([b, c, band_h, w]);
+                let scaled = match &gamma {
+                    Some(gamma) => normed * gamma.clone().reshape([1, c, 1, 1]),
+                    None => normed,
+                };
+                silu(match &beta {
+                    Some(beta) => scaled + beta.clone().reshape([1, c, 1, 1]),
+                    None => scaled,
+                })
             })
-            .cast(FloatDType::from(dtype))
         })
     }
 
