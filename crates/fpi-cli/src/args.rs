@@ -372,8 +372,10 @@ pub struct GenerateArgs {
     pub outputs: SampleOutputs,
 }
 
-/// The parts `fpi bench` times, by their names in its JSON.
-pub const BENCH_PARTS: [&str; 6] = ["clip", "unet_batch1", "unet_batch2", "vae_encode", "vae_decode", "edit_step"];
+/// The parts `fpi bench` times, by their names in its JSON: the networks, then one operation as fpi computes it
+/// (its own kernel where it has one) and as burn's modules do.
+pub const BENCH_PARTS: [&str; 8] =
+    ["clip", "unet_batch1", "unet_batch2", "vae_encode", "vae_decode", "edit_step", "group_norm", "group_norm_burn"];
 
 /// `fpi bench`'s options.
 #[derive(Args, Debug)]

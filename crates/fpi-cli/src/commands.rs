@@ -374,6 +374,28 @@ fn bench(args: BenchArgs) -> Result<(), Failure> {
         })?;
         parts.push(("edit_step", "edit step (batch 4)", step));
     }
+    // Group norm + SiLU on the largest map of a guided UNet step and then on the VAE decoder's 256-channel level:
+    // fpi's kernel (WGSL on wgpu, ours on flex) and burn's modules.
+    for (key, label, composed) in
+        [("group_norm", "group norm + SiLU, fpi", false), ("group_norm_burn", "group norm + SiLU, burn", true)]
+    {
+        if chosen(key) {
+            let side = args.size / 8;
+            let maps = [([2, 320, side, side], 320), ([1, 256, 4 * side, 4 * side], 256)];
+            let maps = maps.map(|(dims, channels)| {
+                let norm = burn::nn::GroupNormConfig::new(32, channels).with_epsilon(1e-6).init(&device);
+                (norm, Tensor::<4>::random(dims, Distribution::Normal(0.0, 1.0), &device).cast(pipeline.dtype()))
+            });
+            let seconds = time(|| {
+                let normed = maps.iter().map(|(norm, x)| match composed {
+                    true => fpi_models::group_norm::composed(norm, x.clone(), true),
+                    false => fpi_models::group_norm::forward(norm, x.clone(), true),
+                });
+                Ok(normed.last().expect("two maps"))
+            })?;
+            parts.push((key, label, seconds));
+        }
+    }
     let inversion_s = if args.no_inversion {
         None
     } else {

@@ -7,7 +7,6 @@
 
 use burn::nn::GroupNorm;
 use burn::nn::conv::Conv2d;
-use burn::tensor::activation::silu;
 use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use burn::tensor::{Device, FloatDType, Tensor};
@@ -137,7 +136,7 @@ impl FeatureMap for Bands {
         let [b, c, h, w] = self.dims();
         let g = norm.num_groups;
         let count = (c / g * h * w) as f64;
-        // Statistics and normalisation in f32, whatever the map's type (a norm's parameters are f32).
+        // Statistics in f32, whatever the map's type (a norm's parameters are f32).
         let grouped = |t: &Tensor<4>| t.clone().cast(FloatDType::F32).reshape([b as i64, g as i64, -1]);
         let total = |f: &dyn Fn(Tensor<3>) -> Tensor<3>| {
             let sums: Vec<Tensor<3>> = self.bands.iter().map(|t| f(grouped(t)).sum_dim(2)).collect();
@@ -146,21 +145,7 @@ impl FeatureMap for Bands {
         let mean = total(&|x| x);
         let var = total(&|x| (x - mean.clone()).powi_scalar(2));
         let inv_std = var.add_scalar(norm.epsilon).sqrt().recip();
-        let (gamma, beta) = (norm.gamma.as_ref().map(|p| p.val()), norm.beta.as_ref().map(|p| p.val()));
-        self.map(|t| {
-            crate::precision::in_f32(t, |t| {
-                let band_h = t.dims()[2];
-                let normed = ((grouped(&t) - mean.clone()) * inv_std.clone()).reshape([b, c, band_h, w]);
-                let scaled = match &gamma {
-                    Some(gamma) => normed * gamma.clone().reshape([1, c, 1, 1]),
-                    None => normed,
-                };
-                silu(match &beta {
-                    Some(beta) => scaled + beta.clone().reshape([1, c, 1, 1]),
-                    None => scaled,
-                })
-            })
-        })
+        self.map(|t| crate::group_norm::silu_with_statistics(norm, t, &mean, &inv_std))
     }
 
     fn conv(self, conv: &Conv2d) -> Self {

@@ -1,14 +1,17 @@
-//! Group normalisation, optionally followed by SiLU: one fused pass for f32 on flex, burn's modules elsewhere
-//! (computed in f32 for an f16 map, as diffusers' half-precision models do).
+//! Group normalisation, optionally followed by SiLU, in one fused pass: our CPU kernel for f32 on flex, our WGSL
+//! kernel (`shaders/group_norm_silu.wgsl`) on wgpu, burn's modules elsewhere (computed in f32 for an f16 map, as
+//! diffusers' half-precision models do).
 //!
 //! burn's group norm makes some eight passes over the map (mean, centring, squares, their mean, scaling, the
-//! affine's product and sum) and SiLU another two, each into a new tensor. Ours reads each group twice (its
-//! statistics, in f64, then the normalisation) and writes the output once, with SiLU's exponential computed by a
-//! polynomial the compiler vectorises.
+//! affine's product and sum) and SiLU another two, each into a new tensor, plus two casts for an f16 map. Ours
+//! read each group twice (its statistics, then the normalisation) and write the output once; the CPU kernel keeps
+//! its statistics in f64 and computes SiLU's exponential by a polynomial the compiler vectorises.
 
 use burn::nn::GroupNorm;
-use burn::tensor::Tensor;
 use burn::tensor::activation::silu;
+use burn::tensor::{DType, Tensor};
+
+use crate::precision::in_f32;
 
 /// `norm(x)`, then SiLU if `then_silu`, for `x` `[B, C, H, W]`.
 pub fn forward(norm: &GroupNorm, x: Tensor<4>, then_silu: bool) -> Tensor<4> {
@@ -16,10 +19,51 @@ pub fn forward(norm: &GroupNorm, x: Tensor<4>, then_silu: bool) -> Tensor<4> {
     if cpu::handles(norm, &x) {
         return cpu::group_norm(norm, x, then_silu);
     }
-    crate::precision::in_f32(x, |x| {
+    if let Some((gamma, beta)) = kernel_parameters(norm, &x) {
+        return crate::wgsl::group_norm_silu(x, gamma, beta, norm.num_groups, norm.epsilon, then_silu, None);
+    }
+    composed(norm, x, then_silu)
+}
+
+/// The same as [`forward`] by burn's modules alone (in f32): the reference our kernels are tested and timed
+/// against.
+pub fn composed(norm: &GroupNorm, x: Tensor<4>, then_silu: bool) -> Tensor<4> {
+    in_f32(x, |x| {
         let y = norm.forward(x);
         if then_silu { silu(y) } else { y }
     })
+}
+
+/// SiLU of `x` `[B, C, H, W]` normalised with given statistics `[B, G, 1]` (f32: each group's mean and
+/// 1/√(variance + ε)) and `norm`'s affine parameters, in `x`'s type: one band of a map whose statistics come from
+/// all its bands.
+pub fn silu_with_statistics(norm: &GroupNorm, x: Tensor<4>, mean: &Tensor<3>, inv_std: &Tensor<3>) -> Tensor<4> {
+    if let Some((gamma, beta)) = kernel_parameters(norm, &x) {
+        let statistics = Tensor::cat(vec![mean.clone(), inv_std.clone()], 2);
+        return crate::wgsl::group_norm_silu(x, gamma, beta, norm.num_groups, norm.epsilon, true, Some(statistics));
+    }
+    in_f32(x, |x| {
+        let [b, c, h, w] = x.dims();
+        let grouped = x.reshape([b as i64, norm.num_groups as i64, -1]);
+        let normed = ((grouped - mean.clone()) * inv_std.clone()).reshape([b, c, h, w]);
+        let scaled = match &norm.gamma {
+            Some(gamma) => normed * gamma.val().reshape([1, c, 1, 1]),
+            None => normed,
+        };
+        silu(match &norm.beta {
+            Some(beta) => scaled + beta.val().reshape([1, c, 1, 1]),
+            None => scaled,
+        })
+    })
+}
+
+/// `norm`'s γ and β when our WGSL kernel computes it for `x`: a map on wgpu of a type the kernel takes, with f32
+/// affine parameters.
+fn kernel_parameters(norm: &GroupNorm, x: &Tensor<4>) -> Option<(Tensor<1>, Tensor<1>)> {
+    let (gamma, beta) = (norm.gamma.as_ref()?.val(), norm.beta.as_ref()?.val());
+    let f32_parameters = gamma.dtype() == DType::F32 && beta.dtype() == DType::F32;
+    let usable = crate::device::is_wgpu(&x.device()) && crate::wgsl::handles_dtype(x.dtype()) && f32_parameters;
+    usable.then_some((gamma, beta))
 }
 
 #[cfg(not(target_family = "wasm"))]

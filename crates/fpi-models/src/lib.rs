@@ -20,7 +20,8 @@
 //! ([`feature_map::Bands`]).
 //!
 //! On flex, our own CPU kernels replace burn's for the ops that dominate: [`conv`], [`group_norm`] (fused with
-//! SiLU) and attention ([`attention::cpu`]), reaching the tensors' memory through [`flex`] (native only).
+//! SiLU) and attention ([`attention::cpu`]), reaching the tensors' memory through [`flex`] (native only). On wgpu,
+//! [`wgsl`] launches our own WGSL kernels from `shaders/` (group norm fused with SiLU).
 
 #![warn(missing_docs)]
 
@@ -50,6 +51,7 @@ pub mod transformer;
 pub mod unet;
 pub mod vae;
 pub mod weights;
+pub mod wgsl;
 
 pub use error::{Error, Result};
 pub use folder::ModelFolder;
