@@ -9,7 +9,7 @@ use burn::nn::GroupNorm;
 use burn::nn::conv::Conv2d;
 use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
-use burn::tensor::{Device, FloatDType, Tensor};
+use burn::tensor::{Device, Tensor};
 
 use crate::conv::conv2d;
 
@@ -133,19 +133,8 @@ impl FeatureMap for Bands {
         if self.bands.len() == 1 {
             return self.map(|t| t.group_norm_silu(norm));
         }
-        let [b, c, h, w] = self.dims();
-        let g = norm.num_groups;
-        let count = (c / g * h * w) as f64;
-        // Statistics in f32, whatever the map's type (a norm's parameters are f32).
-        let grouped = |t: &Tensor<4>| t.clone().cast(FloatDType::F32).reshape([b as i64, g as i64, -1]);
-        let total = |f: &dyn Fn(Tensor<3>) -> Tensor<3>| {
-            let sums: Vec<Tensor<3>> = self.bands.iter().map(|t| f(grouped(t)).sum_dim(2)).collect();
-            Tensor::cat(sums, 2).sum_dim(2).div_scalar(count)
-        };
-        let mean = total(&|x| x);
-        let var = total(&|x| (x - mean.clone()).powi_scalar(2));
-        let inv_std = var.add_scalar(norm.epsilon).sqrt().recip();
-        self.map(|t| crate::group_norm::silu_with_statistics(norm, t, &mean, &inv_std))
+        let max_bytes = self.max_bytes;
+        Self { bands: crate::group_norm::forward_bands(norm, self.bands), max_bytes }
     }
 
     fn conv(self, conv: &Conv2d) -> Self {

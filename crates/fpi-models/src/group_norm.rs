@@ -1,15 +1,15 @@
-//! Group normalisation, optionally followed by SiLU, in one fused pass: our CPU kernel for f32 on flex, our WGSL
-//! kernel (`shaders/group_norm_silu.wgsl`) on wgpu, burn's modules elsewhere (computed in f32 for an f16 map, as
-//! diffusers' half-precision models do).
+//! Group normalisation, optionally followed by SiLU, fused: our CPU kernel for f32 on flex, our WGSL kernels on
+//! wgpu (`shaders/group_norm_statistics.wgsl`, then `shaders/group_norm_silu.wgsl`), burn's modules elsewhere
+//! (computed in f32 for an f16 map, as diffusers' half-precision models do).
 //!
 //! burn's group norm makes some eight passes over the map (mean, centring, squares, their mean, scaling, the
 //! affine's product and sum) and SiLU another two, each into a new tensor, plus two casts for an f16 map. Ours
-//! read each group twice (its statistics, then the normalisation) and write the output once; the CPU kernel keeps
-//! its statistics in f64 and computes SiLU's exponential by a polynomial the compiler vectorises.
+//! read each group twice for its statistics and once more to normalise it, and write the output once; the CPU
+//! kernel keeps its statistics in f64 and computes SiLU's exponential by a polynomial the compiler vectorises.
 
 use burn::nn::GroupNorm;
 use burn::tensor::activation::silu;
-use burn::tensor::{DType, Tensor};
+use burn::tensor::{DType, FloatDType, Tensor};
 
 use crate::precision::in_f32;
 
@@ -20,9 +20,58 @@ pub fn forward(norm: &GroupNorm, x: Tensor<4>, then_silu: bool) -> Tensor<4> {
         return cpu::group_norm(norm, x, then_silu);
     }
     if let Some((gamma, beta)) = kernel_parameters(norm, &x) {
-        return crate::wgsl::group_norm_silu(x, gamma, beta, norm.num_groups, norm.epsilon, then_silu, None);
+        let partials = crate::wgsl::group_norm_statistics(x.clone(), norm.num_groups);
+        return crate::wgsl::group_norm_silu(x, gamma, beta, partials, norm.epsilon, then_silu);
     }
     composed(norm, x, then_silu)
+}
+
+/// `norm(x)` then SiLU for a map `[B, C, H, W]` held as `bands` of rows (top to bottom), with each group's
+/// statistics taken over all the bands: the normalised bands, of the same heights.
+pub fn forward_bands(norm: &GroupNorm, bands: Vec<Tensor<4>>) -> Vec<Tensor<4>> {
+    if let Some((gamma, beta)) = bands.first().and_then(|band| kernel_parameters(norm, band)) {
+        let partials = bands.iter().map(|band| crate::wgsl::group_norm_statistics(band.clone(), norm.num_groups));
+        let partials = Tensor::cat(partials.collect(), 2);
+        return bands
+            .into_iter()
+            .map(|band| {
+                crate::wgsl::group_norm_silu(band, gamma.clone(), beta.clone(), partials.clone(), norm.epsilon, true)
+            })
+            .collect();
+    }
+    // burn's modules: the statistics in f32 from sums over the bands, then each band normalised in f32.
+    let [b, c, _, w] = bands[0].dims();
+    let h: usize = bands.iter().map(|t| t.dims()[2]).sum();
+    let g = norm.num_groups;
+    let count = (c / g * h * w) as f64;
+    let grouped = |t: &Tensor<4>| t.clone().cast(FloatDType::F32).reshape([b as i64, g as i64, -1]);
+    let total = |f: &dyn Fn(Tensor<3>) -> Tensor<3>| {
+        let sums: Vec<Tensor<3>> = bands.iter().map(|t| f(grouped(t)).sum_dim(2)).collect();
+        Tensor::cat(sums, 2).sum_dim(2).div_scalar(count)
+    };
+    let mean = total(&|x| x);
+    let var = total(&|x| (x - mean.clone()).powi_scalar(2));
+    let inv_std = var.add_scalar(norm.epsilon).sqrt().recip();
+    let normalise = |x: Tensor<4>| {
+        let band_h = x.dims()[2];
+        let normed = ((grouped(&x) - mean.clone()) * inv_std.clone()).reshape([b, c, band_h, w]);
+        let scaled = match &norm.gamma {
+            Some(gamma) => normed * gamma.val().reshape([1, c, 1, 1]),
+            None => normed,
+        };
+        silu(match &norm.beta {
+            Some(beta) => scaled + beta.val().reshape([1, c, 1, 1]),
+            None => scaled,
+        })
+    };
+    bands.into_iter().map(|x| in_f32(x, normalise)).collect()
+}
+
+/// The maps `[B, C, H, W]` on which benchmarks time group norm + SiLU for images of `size`² pixels: the largest of
+/// a guided UNet step (batch 2, 320 channels at 1/8 of the image's side) and the VAE decoder's 256-channel level
+/// (at half the side).
+pub fn benchmark_maps(size: usize) -> [[usize; 4]; 2] {
+    [[2, 320, size / 8, size / 8], [1, 256, size / 2, size / 2]]
 }
 
 /// The same as [`forward`] by burn's modules alone (in f32): the reference our kernels are tested and timed
@@ -34,30 +83,7 @@ pub fn composed(norm: &GroupNorm, x: Tensor<4>, then_silu: bool) -> Tensor<4> {
     })
 }
 
-/// SiLU of `x` `[B, C, H, W]` normalised with given statistics `[B, G, 1]` (f32: each group's mean and
-/// 1/√(variance + ε)) and `norm`'s affine parameters, in `x`'s type: one band of a map whose statistics come from
-/// all its bands.
-pub fn silu_with_statistics(norm: &GroupNorm, x: Tensor<4>, mean: &Tensor<3>, inv_std: &Tensor<3>) -> Tensor<4> {
-    if let Some((gamma, beta)) = kernel_parameters(norm, &x) {
-        let statistics = Tensor::cat(vec![mean.clone(), inv_std.clone()], 2);
-        return crate::wgsl::group_norm_silu(x, gamma, beta, norm.num_groups, norm.epsilon, true, Some(statistics));
-    }
-    in_f32(x, |x| {
-        let [b, c, h, w] = x.dims();
-        let grouped = x.reshape([b as i64, norm.num_groups as i64, -1]);
-        let normed = ((grouped - mean.clone()) * inv_std.clone()).reshape([b, c, h, w]);
-        let scaled = match &norm.gamma {
-            Some(gamma) => normed * gamma.val().reshape([1, c, 1, 1]),
-            None => normed,
-        };
-        silu(match &norm.beta {
-            Some(beta) => scaled + beta.val().reshape([1, c, 1, 1]),
-            None => scaled,
-        })
-    })
-}
-
-/// `norm`'s γ and β when our WGSL kernel computes it for `x`: a map on wgpu of a type the kernel takes, with f32
+/// `norm`'s γ and β when our WGSL kernels compute it for `x`: a map on wgpu of a type the kernels take, with f32
 /// affine parameters.
 fn kernel_parameters(norm: &GroupNorm, x: &Tensor<4>) -> Option<(Tensor<1>, Tensor<1>)> {
     let (gamma, beta) = (norm.gamma.as_ref()?.val(), norm.beta.as_ref()?.val());

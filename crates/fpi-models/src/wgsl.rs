@@ -7,27 +7,37 @@ use burn::backend::Wgpu;
 use burn::backend::wgpu::{CubeDim, CubeTensor, KernelSource, SourceKernel, SourceTemplate, into_contiguous};
 use burn::tensor::{DType, Shape, Tensor};
 use cubecl::CubeCount;
+use cubecl::client::Client;
 use cubecl::prelude::KernelId;
-use cubecl::server::KernelArguments;
+use cubecl::server::{BufferBinding, KernelArguments};
 
-/// Invocations per workgroup of the group-norm kernel.
+/// Invocations per workgroup of every kernel here.
 const WORKGROUP: u32 = 256;
 
-/// `shaders/group_norm_silu.wgsl` for one element type.
-struct GroupNormSilu {
+/// Elements of a group that one workgroup takes at least, before a group is cut into slices.
+const MIN_SLICE: usize = 4096;
+
+/// Slices a group is cut into at most.
+const MAX_SLICES: usize = 64;
+
+/// One of `shaders/`'s kernels, for maps of one element type.
+struct Shader {
+    /// The file's name, which keys the compilation cache.
+    name: &'static str,
+    source: &'static str,
     half: bool,
 }
 
-impl KernelSource for GroupNormSilu {
+impl KernelSource for Shader {
     fn source(&self) -> SourceTemplate {
-        SourceTemplate::new(include_str!("../../../shaders/group_norm_silu.wgsl"))
+        SourceTemplate::new(self.source)
             .register("elem", if self.half { "f16" } else { "f32" })
             .register("enable", if self.half { "enable f16;" } else { "" })
             .register("workgroup", WORKGROUP.to_string())
     }
 
     fn id(&self) -> KernelId {
-        KernelId::new::<Self>().info(self.half)
+        KernelId::new::<Self>().info((self.name, self.half))
     }
 
     fn lang(&self) -> &'static str {
@@ -35,56 +45,111 @@ impl KernelSource for GroupNormSilu {
     }
 }
 
-/// Whether the group-norm kernel computes a map of this type: f32, or f16 on an adapter with `shader-f16`.
+/// Whether the group-norm kernels compute a map of this type: f32, or f16 on an adapter with `shader-f16`.
 pub fn handles_dtype(dtype: DType) -> bool {
     matches!(dtype, DType::F32 | DType::F16)
 }
 
-/// Group normalisation of `x` `[B, C, H, W]` (f32 or f16, on wgpu) in `groups` groups with the f32 affine
-/// parameters `gamma` and `beta` `[C]`, then SiLU if `then_silu`; in `x`'s type. `statistics` `[B, groups, 2]`
-/// (f32: each group's mean and 1/√(variance + ε)) replaces the kernel's own, for a map held in bands.
+/// How a group of `count` elements is cut: `(slices, chunk)`, each slice `chunk` consecutive elements (the last
+/// may be shorter, none is empty).
+fn slicing(count: usize) -> (usize, usize) {
+    let slices = count.div_ceil(MIN_SLICE).clamp(1, MAX_SLICES);
+    let chunk = count.div_ceil(slices);
+    (count.div_ceil(chunk), chunk)
+}
+
+/// The partial statistics of `x` `[B, C, H, W]` (f32 or f16, on wgpu) in `groups` groups
+/// (`shaders/group_norm_statistics.wgsl`): `[B, groups, S, 3]` f32, each slice's element count, mean and sum of
+/// squared deviations from its mean. Partials of several bands of one map, concatenated along dimension 2,
+/// describe the whole map.
+pub fn group_norm_statistics(x: Tensor<4>, groups: usize) -> Tensor<4> {
+    let [batch, channels, h, w] = x.dims();
+    assert_eq!(channels % groups, 0, "group norm of {channels} channels in {groups} groups");
+    let x = cube(x);
+    let (slices, chunk) = slicing(channels / groups * h * w);
+    let client = x.client.clone();
+    let shape = Shape::from(vec![batch, groups, slices, 3]);
+    let partials = client.empty(shape.num_elements() * size_of::<f32>());
+    let params = words(&[channels, groups, h * w, slices, chunk].map(|v| v as u32));
+    let bindings =
+        vec![x.handle.clone().binding(), partials.clone().binding(), client.create_from_slice(&params).binding()];
+    let shader = Shader {
+        name: "group_norm_statistics",
+        source: include_str!("../../../shaders/group_norm_statistics.wgsl"),
+        half: x.dtype == DType::F16,
+    };
+    launch(&client, shader, [slices, groups, batch], bindings);
+    Tensor::from_primitive::<Wgpu>(CubeTensor::new_contiguous(client, x.device.clone(), shape, partials, DType::F32))
+}
+
+/// Group normalisation of `x` `[B, C, H, W]` (f32 or f16, on wgpu) with the statistics `partials` (from
+/// [`group_norm_statistics`] of `x`, or of all the bands of the map `x` is a band of) and the f32 affine parameters
+/// `gamma` and `beta` `[C]`, then SiLU if `then_silu` (`shaders/group_norm_silu.wgsl`); in `x`'s type.
 pub fn group_norm_silu(
     x: Tensor<4>,
     gamma: Tensor<1>,
     beta: Tensor<1>,
-    groups: usize,
+    partials: Tensor<4>,
     epsilon: f64,
     then_silu: bool,
-    statistics: Option<Tensor<3>>,
 ) -> Tensor<4> {
     let [batch, channels, h, w] = x.dims();
-    assert_eq!(channels % groups, 0, "group norm of {channels} channels in {groups} groups");
+    let [_, groups, per_group_partials, _] = partials.dims();
     let x = cube(x);
     let dtype = x.dtype;
-    assert!(handles_dtype(dtype), "the group-norm kernel computes f32 or f16 maps, not {dtype:?}");
+    assert!(handles_dtype(dtype), "the group-norm kernels compute f32 or f16 maps, not {dtype:?}");
+    let (slices, chunk) = slicing(channels / groups * h * w);
     let client = x.client.clone();
-    let given = statistics.is_some();
-    let statistics = match statistics {
-        Some(s) => cube(s).handle,
-        None => client.create_from_slice(&0f32.to_le_bytes()),
-    };
-    let params = [channels as u32, groups as u32, (h * w) as u32, then_silu as u32, given as u32];
-    let params: Vec<u8> = params.iter().chain(&[(epsilon as f32).to_bits()]).flat_map(|v| v.to_le_bytes()).collect();
+    let mut params =
+        [channels, groups, h * w, slices, chunk, per_group_partials, then_silu as usize].map(|v| v as u32).to_vec();
+    params.push((epsilon as f32).to_bits());
     let shape = Shape::from(vec![batch, channels, h, w]);
     let output = client.empty(shape.num_elements() * dtype.size());
     let bindings = vec![
         x.handle.clone().binding(),
         cube(gamma).handle.binding(),
         cube(beta).handle.binding(),
-        statistics.binding(),
+        cube(partials).handle.binding(),
         output.clone().binding(),
-        client.create_from_slice(&params).binding(),
+        client.create_from_slice(&words(&params)).binding(),
     ];
-    let kernel = GroupNormSilu { half: dtype == DType::F16 };
+    let shader = Shader {
+        name: "group_norm_silu",
+        source: include_str!("../../../shaders/group_norm_silu.wgsl"),
+        half: dtype == DType::F16,
+    };
+    launch(&client, shader, [slices, groups, batch], bindings);
+    Tensor::from_primitive::<Wgpu>(CubeTensor::new_contiguous(client, x.device.clone(), shape, output, dtype))
+}
+
+/// Enqueues `shader` on `count` = (x, y, z) workgroups with `bindings` in order.
+fn launch(client: &Client, shader: Shader, count: [usize; 3], bindings: Vec<BufferBinding>) {
+    let [x, y, z] = count.map(|n| n as u32);
     client.launch(
-        Box::new(SourceKernel::new(kernel, CubeDim::new_1d(WORKGROUP))),
-        CubeCount::Static(groups as u32, batch as u32, 1),
+        Box::new(SourceKernel::new(shader, CubeDim::new_1d(WORKGROUP))),
+        CubeCount::Static(x, y, z),
         KernelArguments::new().with_buffers(bindings),
     );
-    Tensor::from_primitive::<Wgpu>(CubeTensor::new_contiguous(client, x.device.clone(), shape, output, dtype))
+}
+
+/// `values` as the bytes of a `array<u32>`.
+fn words(values: &[u32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
 /// The contiguous wgpu primitive of a tensor on a wgpu device.
 fn cube<const D: usize>(tensor: Tensor<D>) -> CubeTensor {
     into_contiguous(tensor.try_into_primitive::<Wgpu>().expect("a tensor on a wgpu device is a wgpu tensor"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn slices_cover_each_group_without_an_empty_one() {
+        for count in [1, 15, 4096, 4097, 40_960, 524_288, 1_048_576, 5_000_000] {
+            let (slices, chunk) = super::slicing(count);
+            assert!((1..=super::MAX_SLICES).contains(&slices), "{count}: {slices} slices");
+            assert!(slices * chunk >= count && (slices - 1) * chunk < count, "{count}: {slices} × {chunk}");
+        }
+    }
 }

@@ -56,6 +56,12 @@ async fn gpu() -> Result<Gpu, JsError> {
     Ok(gpu)
 }
 
+/// The page's WebGPU device (opened on first use, then shared with every model): for tests and benchmarks of single
+/// operations on it.
+pub async fn webgpu_device() -> Result<Device, JsError> {
+    Ok(gpu().await?.device)
+}
+
 /// How the page's form labels each setting, for error messages.
 fn label(setting: Setting) -> String {
     match setting {

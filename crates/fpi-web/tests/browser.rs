@@ -144,3 +144,60 @@ async fn an_edit_to_the_same_prompt_reconstructs_the_seed() {
     let most = |a: &[u8]| a.iter().zip(&expected).map(|(x, y)| x.abs_diff(*y)).max().unwrap();
     assert!(most(&source) <= 1 && most(&target) <= 1, "{} {}", most(&source), most(&target));
 }
+
+/// A group-norm layer of `channels` with random γ and β, and a map with a scale and offset per channel.
+fn group_norm_case(device: &burn::tensor::Device, dims: [usize; 4]) -> (burn::nn::GroupNorm, burn::tensor::Tensor<4>) {
+    use burn::tensor::{Distribution, Tensor};
+    let random = |mean| Tensor::<1>::random([dims[1]], Distribution::Normal(mean, 0.5), device);
+    let mut norm = burn::nn::GroupNormConfig::new(32, dims[1]).with_epsilon(1e-6).init(device);
+    norm.gamma = norm.gamma.map(|p| p.map(|_| random(1.0)));
+    norm.beta = norm.beta.map(|p| p.map(|_| random(0.0)));
+    let x = Tensor::<4>::random(dims, Distribution::Normal(0.0, 1.0), device);
+    let offset = Tensor::<4>::random([1, dims[1], 1, 1], Distribution::Normal(0.0, 3.0), device);
+    (norm, x + offset)
+}
+
+async fn host(t: burn::tensor::Tensor<4>) -> Vec<f32> {
+    t.into_data_async().await.unwrap().convert::<f32>().try_into_vec::<f32>().unwrap()
+}
+
+/// Our WGSL group norm + SiLU (`shaders/group_norm_silu.wgsl`) compiles in the browser and matches burn's
+/// composition, as it does natively (`tests/shaders.rs`).
+#[wasm_bindgen_test]
+async fn the_group_norm_kernel_matches_burn_in_the_browser() {
+    let device = fpi_web::webgpu_device().await.map_err(JsValue::from).unwrap();
+    let (norm, x) = group_norm_case(&device, [2, 64, 12, 12]);
+    let ours = host(fpi_models::group_norm::forward(&norm, x.clone(), true)).await;
+    let burn = host(fpi_models::group_norm::composed(&norm, x, true)).await;
+    let err = relative_error(&ours, &burn);
+    assert!(err <= 1e-5, "{err:.2e} from burn's group norm");
+}
+
+/// Not a test: times group norm + SiLU, ours against burn's, on `fpi bench`'s maps at 256² in f32, in the browser
+/// (the mean of five calls after a warm-up; one element is read back, after the queue has run them all).
+/// Run: `cargo test --release --target wasm32-unknown-unknown -p fpi-web -- --include-ignored group_norm_speed`.
+#[wasm_bindgen_test]
+#[ignore]
+async fn group_norm_speed() {
+    let device = fpi_web::webgpu_device().await.map_err(JsValue::from).unwrap();
+    for dims in fpi_models::group_norm::benchmark_maps(256) {
+        let (norm, x) = group_norm_case(&device, dims);
+        for composed in [false, true] {
+            let run = || match composed {
+                true => fpi_models::group_norm::composed(&norm, x.clone(), true),
+                false => fpi_models::group_norm::forward(&norm, x.clone(), true),
+            };
+            let first = |t: burn::tensor::Tensor<4>| t.slice([0..1, 0..1, 0..1, 0..1]);
+            host(first(run())).await;
+            let started = js_sys::Date::now();
+            let mut last = None;
+            for _ in 0..5 {
+                last = Some(run());
+            }
+            host(first(last.unwrap())).await;
+            let ms = (js_sys::Date::now() - started) / 5.0;
+            let who = if composed { "burn" } else { "fpi" };
+            web_sys::console::log_1(&format!("group norm + SiLU {dims:?}, {who}: {ms:.1} ms").into());
+        }
+    }
+}
