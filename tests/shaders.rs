@@ -61,7 +61,7 @@ fn group_norm_kernel_matches_burn_in_f32() {
     // Groups larger than a workgroup's stride many times over, as at the VAE's full resolution.
     check_f32([1, 128, 96, 80], 32, true);
     // Groups of one channel (slices within a channel) and of 64 (slices across channels), several slices each.
-    check_f32([2, 8, 100, 90], 8, true);
+    check_f32([2, 8, 200, 90], 8, true);
     check_f32([1, 64, 40, 40], 1, false);
 }
 
@@ -87,13 +87,13 @@ fn banded_group_norm_matches_the_whole_map() {
     if !on_wgpu() {
         return;
     }
-    // Four groups of 16 channels: each band's group (16 channels × 6 rows × 96) is cut into three slices.
+    // Four groups of 16 channels: each band's group (16 channels × 12 rows × 96) is cut into two slices.
     let dims = [1, 64, 40, 96];
     let (norm, x) = (norm(4, dims[1]), map(dims));
     let row_bytes = dims[1] * dims[3] * size_of::<f32>();
-    let banded = Bands::split(x.clone(), 6 * row_bytes).group_norm_silu(&norm).join();
+    let banded = Bands::split(x.clone(), 12 * row_bytes).group_norm_silu(&norm).join();
     let err = rel_l2(&values(banded), &values(group_norm::composed(&norm, x, true)));
-    eprintln!("7 bands: relative L2 error {err:.2e}");
+    eprintln!("4 bands: relative L2 error {err:.2e}");
     assert!(err <= 1e-5, "banded: {err:.2e} from burn's group norm of the whole map");
 }
 

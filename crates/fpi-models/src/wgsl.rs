@@ -15,7 +15,7 @@ use cubecl::server::{BufferBinding, KernelArguments};
 const WORKGROUP: u32 = 256;
 
 /// Elements of a group that one workgroup takes at least, before a group is cut into slices.
-const MIN_SLICE: usize = 4096;
+const MIN_SLICE: usize = 16384;
 
 /// Slices a group is cut into at most.
 const MAX_SLICES: usize = 64;
