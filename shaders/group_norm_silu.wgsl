@@ -14,7 +14,8 @@
 //   2 beta      array<f32>         C
 //   3 partials  array<f32>         (n, m, M2) for each (item, group, partial): P partials per group
 //   4 output    array<{{ elem }}>  like input
-//   5 params    array<u32>         channels C, groups G, plane H·W, slices S, chunk, P, silu, ε's f32 bits
+//   5 params    array<u32>         channels C, groups G, plane H·W, slices S (unused here), chunk, P, silu,
+//                                  ε's f32 bits
 //
 // Workgroups: one per (slice, group, batch item) of this map, dispatched as (S, G, B), of {{ workgroup }}
 // invocations; a slice is `chunk` consecutive elements of its group. Each reads its slice once and writes it once.
@@ -54,6 +55,9 @@ fn main(@builtin(workgroup_id) id: vec3<u32>, @builtin(local_invocation_index) l
     for (var p = 0u; p < per_group_partials; p = p + 1u) {
         let at = first + 3u * p;
         let n_b = partials[at];
+        if n_b == 0.0 {
+            continue;
+        }
         let total = n + n_b;
         let delta = partials[at + 1u] - mean;
         mean = mean + delta * (n_b / total);

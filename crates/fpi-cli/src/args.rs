@@ -372,8 +372,8 @@ pub struct GenerateArgs {
     pub outputs: SampleOutputs,
 }
 
-/// The parts `fpi bench` times, by their names in its JSON: the networks, then one operation as fpi computes it
-/// (its own kernel where it has one) and as burn's modules do.
+/// The parts `fpi bench` can time, by their names in its JSON: the networks (all by default), then one operation as
+/// fpi computes it (its own kernel where it has one) and as burn's modules do (only when named).
 pub const BENCH_PARTS: [&str; 8] =
     ["clip", "unet_batch1", "unet_batch2", "vae_encode", "vae_decode", "edit_step", "group_norm", "group_norm_burn"];
 
@@ -397,8 +397,9 @@ pub struct BenchArgs {
     /// Skip the full inversion (minutes to hours on a CPU at 512²).
     #[arg(long)]
     pub no_inversion: bool,
-    /// Time only these parts (comma-separated; all by default), e.g. the UNet with guidance and the VAE decoder
-    /// (with --no-inversion) to measure the device memory an inversion needs without waiting for the rest.
+    /// Time only these parts (comma-separated; the networks' parts by default), e.g. the UNet with guidance and the
+    /// VAE decoder (with --no-inversion) to measure the device memory an inversion needs without waiting for the
+    /// rest. group_norm and group_norm_burn (only when named) time one operation by fpi's kernels and by burn's.
     #[arg(long, value_delimiter = ',', value_parser = BENCH_PARTS)]
     pub parts: Vec<String>,
     /// Print the results as one JSON object instead of a table.

@@ -374,12 +374,13 @@ fn bench(args: BenchArgs) -> Result<(), Failure> {
         })?;
         parts.push(("edit_step", "edit step (batch 4)", step));
     }
-    // Group norm + SiLU on the two maps of `group_norm::benchmark_maps`, one after the other: fpi's kernel (WGSL on
-    // wgpu, ours on flex) and burn's modules; the mean of five calls after a warm-up, without reading back.
+    // Only when named: group norm + SiLU on the two maps of `group_norm::benchmark_maps`, one after the other, by
+    // fpi's kernels (WGSL on wgpu, ours on flex) and by burn's modules; the mean of five calls after a warm-up,
+    // without reading back.
     for (key, label, composed) in
         [("group_norm", "group norm + SiLU, fpi", false), ("group_norm_burn", "group norm + SiLU, burn", true)]
     {
-        if chosen(key) {
+        if args.parts.iter().any(|p| p == key) {
             let maps = fpi_models::group_norm::benchmark_maps(args.size).map(|dims| {
                 let norm = burn::nn::GroupNormConfig::new(32, dims[1]).with_epsilon(1e-6).init(&device);
                 (norm, Tensor::<4>::random(dims, Distribution::Normal(0.0, 1.0), &device).cast(pipeline.dtype()))

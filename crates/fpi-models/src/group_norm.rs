@@ -3,9 +3,10 @@
 //! (computed in f32 for an f16 map, as diffusers' half-precision models do).
 //!
 //! burn's group norm makes some eight passes over the map (mean, centring, squares, their mean, scaling, the
-//! affine's product and sum) and SiLU another two, each into a new tensor, plus two casts for an f16 map. Ours
-//! read each group twice for its statistics and once more to normalise it, and write the output once; the CPU
-//! kernel keeps its statistics in f64 and computes SiLU's exponential by a polynomial the compiler vectorises.
+//! affine's product and sum) and SiLU another two, each into a new tensor, plus two casts for an f16 map. The WGSL
+//! kernels read the map once for its statistics and once more to normalise it, and write the output once; the CPU
+//! kernel reads each group twice for its statistics (in f64), and computes SiLU's exponential by a polynomial the
+//! compiler vectorises.
 
 use burn::nn::GroupNorm;
 use burn::tensor::activation::silu;
@@ -19,19 +20,47 @@ pub fn forward(norm: &GroupNorm, x: Tensor<4>, then_silu: bool) -> Tensor<4> {
     if cpu::handles(norm, &x) {
         return cpu::group_norm(norm, x, then_silu);
     }
-    if let Some((gamma, beta)) = kernel_parameters(norm, &x) {
-        let partials = crate::wgsl::group_norm_statistics(x.clone(), norm.num_groups);
-        return crate::wgsl::group_norm_silu(x, gamma, beta, partials, norm.epsilon, then_silu);
+    if wgsl_applies(norm, &x) {
+        return by_wgsl(norm, x, then_silu);
     }
     composed(norm, x, then_silu)
+}
+
+/// Whether fpi's WGSL kernels compute `norm` for `x`: a non-empty map on wgpu of a type they take (f32, f16), and
+/// a norm with f32 affine parameters.
+pub fn wgsl_applies(norm: &GroupNorm, x: &Tensor<4>) -> bool {
+    let f32_parameter =
+        |p: &Option<burn::module::Param<Tensor<1>>>| p.as_ref().is_some_and(|p| p.val().dtype() == DType::F32);
+    crate::device::is_wgpu(&x.device())
+        && crate::wgsl::handles_dtype(x.dtype())
+        && x.shape().num_elements() > 0
+        && f32_parameter(&norm.gamma)
+        && f32_parameter(&norm.beta)
+}
+
+/// [`forward`] by fpi's WGSL kernels, which must apply ([`wgsl_applies`]): the statistics, then the normalisation.
+pub fn by_wgsl(norm: &GroupNorm, x: Tensor<4>, then_silu: bool) -> Tensor<4> {
+    assert!(wgsl_applies(norm, &x), "the WGSL group norm does not apply to this norm and map");
+    let x = crate::wgsl::contiguous(x);
+    let partials = crate::wgsl::group_norm_statistics(x.clone(), norm.num_groups);
+    let (gamma, beta) = affine(norm);
+    crate::wgsl::group_norm_silu(x, gamma, beta, partials, norm.epsilon, then_silu)
+}
+
+/// `norm`'s γ and β (which it has where the WGSL kernels apply).
+fn affine(norm: &GroupNorm) -> (Tensor<1>, Tensor<1>) {
+    let value = |p: &Option<burn::module::Param<Tensor<1>>>| p.as_ref().expect("an affine group norm").val();
+    (value(&norm.gamma), value(&norm.beta))
 }
 
 /// `norm(x)` then SiLU for a map `[B, C, H, W]` held as `bands` of rows (top to bottom), with each group's
 /// statistics taken over all the bands: the normalised bands, of the same heights.
 pub fn forward_bands(norm: &GroupNorm, bands: Vec<Tensor<4>>) -> Vec<Tensor<4>> {
-    if let Some((gamma, beta)) = bands.first().and_then(|band| kernel_parameters(norm, band)) {
+    if bands.iter().all(|band| wgsl_applies(norm, band)) {
+        let bands: Vec<Tensor<4>> = bands.into_iter().map(crate::wgsl::contiguous).collect();
         let partials = bands.iter().map(|band| crate::wgsl::group_norm_statistics(band.clone(), norm.num_groups));
         let partials = Tensor::cat(partials.collect(), 2);
+        let (gamma, beta) = affine(norm);
         return bands
             .into_iter()
             .map(|band| {
@@ -81,15 +110,6 @@ pub fn composed(norm: &GroupNorm, x: Tensor<4>, then_silu: bool) -> Tensor<4> {
         let y = norm.forward(x);
         if then_silu { silu(y) } else { y }
     })
-}
-
-/// `norm`'s γ and β when our WGSL kernels compute it for `x`: a map on wgpu of a type the kernels take, with f32
-/// affine parameters.
-fn kernel_parameters(norm: &GroupNorm, x: &Tensor<4>) -> Option<(Tensor<1>, Tensor<1>)> {
-    let (gamma, beta) = (norm.gamma.as_ref()?.val(), norm.beta.as_ref()?.val());
-    let f32_parameters = gamma.dtype() == DType::F32 && beta.dtype() == DType::F32;
-    let usable = crate::device::is_wgpu(&x.device()) && crate::wgsl::handles_dtype(x.dtype()) && f32_parameters;
-    usable.then_some((gamma, beta))
 }
 
 #[cfg(not(target_family = "wasm"))]

@@ -14,8 +14,8 @@ use cubecl::server::{BufferBinding, KernelArguments};
 /// Invocations per workgroup of every kernel here.
 const WORKGROUP: u32 = 256;
 
-/// Elements of a group that one workgroup takes at least, before a group is cut into slices.
-const MIN_SLICE: usize = 16384;
+/// Elements of a group that one workgroup takes at most, unless that would need more than [`MAX_SLICES`].
+const SLICE: usize = 16384;
 
 /// Slices a group is cut into at most.
 const MAX_SLICES: usize = 64;
@@ -45,15 +45,17 @@ impl KernelSource for Shader {
     }
 }
 
-/// Whether the group-norm kernels compute a map of this type: f32, or f16 on an adapter with `shader-f16`.
+/// Whether the group-norm kernels compute a map of this type: f32 or f16 (an f16 map exists only on an adapter with
+/// `shader-f16`).
 pub fn handles_dtype(dtype: DType) -> bool {
     matches!(dtype, DType::F32 | DType::F16)
 }
 
-/// How a group of `count` elements is cut: `(slices, chunk)`, each slice `chunk` consecutive elements (the last
-/// may be shorter, none is empty).
+/// How a group of `count` (> 0) elements is cut: `(slices, chunk)`, each slice `chunk` consecutive elements (the
+/// last may be shorter, none is empty).
 fn slicing(count: usize) -> (usize, usize) {
-    let slices = count.div_ceil(MIN_SLICE).clamp(1, MAX_SLICES);
+    assert!(count > 0, "an empty group has no slices");
+    let slices = count.div_ceil(SLICE).clamp(1, MAX_SLICES);
     let chunk = count.div_ceil(slices);
     (count.div_ceil(chunk), chunk)
 }
@@ -65,6 +67,7 @@ fn slicing(count: usize) -> (usize, usize) {
 pub fn group_norm_statistics(x: Tensor<4>, groups: usize) -> Tensor<4> {
     let [batch, channels, h, w] = x.dims();
     assert_eq!(channels % groups, 0, "group norm of {channels} channels in {groups} groups");
+    assert!(handles_dtype(x.dtype()), "the group-norm kernels compute f32 or f16 maps, not {:?}", x.dtype());
     let x = cube(x);
     let (slices, chunk) = slicing(channels / groups * h * w);
     let client = x.client.clone();
@@ -94,7 +97,9 @@ pub fn group_norm_silu(
     then_silu: bool,
 ) -> Tensor<4> {
     let [batch, channels, h, w] = x.dims();
-    let [_, groups, per_group_partials, _] = partials.dims();
+    let [partials_batch, groups, per_group_partials, three] = partials.dims();
+    assert_eq!(channels % groups, 0, "group norm of {channels} channels in {groups} groups");
+    assert_eq!((partials_batch, three), (batch, 3), "partial statistics [B, G, P, 3] of this map's batch");
     let x = cube(x);
     let dtype = x.dtype;
     assert!(handles_dtype(dtype), "the group-norm kernels compute f32 or f16 maps, not {dtype:?}");
@@ -135,6 +140,12 @@ fn launch(client: &Client, shader: Shader, count: [usize; 3], bindings: Vec<Buff
 /// `values` as the bytes of a `array<u32>`.
 fn words(values: &[u32]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+/// `tensor` (on wgpu) with its elements in row-major order: a view is copied once, so that the kernels that read it
+/// next need not each copy it.
+pub fn contiguous<const D: usize>(tensor: Tensor<D>) -> Tensor<D> {
+    Tensor::from_primitive::<Wgpu>(cube(tensor))
 }
 
 /// The contiguous wgpu primitive of a tensor on a wgpu device.

@@ -145,7 +145,7 @@ async fn an_edit_to_the_same_prompt_reconstructs_the_seed() {
     assert!(most(&source) <= 1 && most(&target) <= 1, "{} {}", most(&source), most(&target));
 }
 
-/// A group-norm layer of `channels` with random γ and β, and a map with a scale and offset per channel.
+/// A group norm of the map's channels in 32 groups with random γ and β, and a map with an offset per channel.
 fn group_norm_case(device: &burn::tensor::Device, dims: [usize; 4]) -> (burn::nn::GroupNorm, burn::tensor::Tensor<4>) {
     use burn::tensor::{Distribution, Tensor};
     let random = |mean| Tensor::<1>::random([dims[1]], Distribution::Normal(mean, 0.5), device);
@@ -161,16 +161,19 @@ async fn host(t: burn::tensor::Tensor<4>) -> Vec<f32> {
     t.into_data_async().await.unwrap().convert::<f32>().try_into_vec::<f32>().unwrap()
 }
 
-/// Our WGSL group norm + SiLU (`shaders/group_norm_silu.wgsl`) compiles in the browser and matches burn's
-/// composition, as it does natively (`tests/shaders.rs`).
+/// Our WGSL group norm + SiLU (`shaders/`) compiles in the browser and matches burn's composition, as it does
+/// natively (`tests/shaders.rs`): groups of one slice, and of two.
 #[wasm_bindgen_test]
-async fn the_group_norm_kernel_matches_burn_in_the_browser() {
+async fn the_group_norm_kernels_match_burn_in_the_browser() {
     let device = fpi_web::webgpu_device().await.map_err(JsValue::from).unwrap();
-    let (norm, x) = group_norm_case(&device, [2, 64, 12, 12]);
-    let ours = host(fpi_models::group_norm::forward(&norm, x.clone(), true)).await;
-    let burn = host(fpi_models::group_norm::composed(&norm, x, true)).await;
-    let err = relative_error(&ours, &burn);
-    assert!(err <= 1e-5, "{err:.2e} from burn's group norm");
+    for dims in [[2, 64, 12, 12], [1, 64, 96, 96]] {
+        let (norm, x) = group_norm_case(&device, dims);
+        assert!(fpi_models::group_norm::wgsl_applies(&norm, &x));
+        let ours = host(fpi_models::group_norm::by_wgsl(&norm, x.clone(), true)).await;
+        let burn = host(fpi_models::group_norm::composed(&norm, x, true)).await;
+        let err = relative_error(&ours, &burn);
+        assert!(err <= 1e-5, "{dims:?}: {err:.2e} from burn's group norm");
+    }
 }
 
 /// Not a test: times group norm + SiLU, ours against burn's, on `fpi bench`'s maps at 256² in f32, in the browser
