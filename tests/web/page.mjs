@@ -681,14 +681,15 @@ function fpiVersion() {
 
 /**
  * The seed's metadata holds exactly the case's settings (tolerance only when the case sets one; DDIM records 1
- * iteration), the model's name as the page gives it, and fpi's version. Metadata values are strings: numbers are
- * compared as numbers.
+ * iteration), the model's name as the page gives it, fpi's version, and for an inverted seed (not a derived one)
+ * the precision the networks ran in. Metadata values are strings: numbers are compared as numbers.
  */
-function checkMetadata(meta, testCase, modelName) {
+function checkMetadata(meta, testCase, modelName, precision) {
   const expected = Object.fromEntries(SETTINGS.map((key) => [key, testCase[key]]));
   if (testCase.method === 'ddim') expected.iterations = 1;
   if (testCase.tolerance !== undefined) expected.tolerance = testCase.tolerance;
   Object.assign(expected, { model: modelName, fpi_version: fpiVersion() });
+  if (precision !== undefined) expected.precision = precision;
   for (const [key, want] of Object.entries(expected)) {
     check(key in meta, `the seed's metadata lacks ${key} (it has: ${Object.keys(meta).join(', ') || 'nothing'})`);
     const got = typeof want === 'number' ? Number(meta[key]) : meta[key];
@@ -770,7 +771,8 @@ async function main() {
     await screenshot(page, 'finished.png');
     log(`saved ${path.relative(root, seedFile)} and target/web-test/finished.png`);
     const seed = readSeed(seedFile);
-    checkMetadata(seed.meta, testCase, model.name);
+    // SwiftShader has no shader-f16, so the page runs in f32 (checked with the model line above).
+    checkMetadata(seed.meta, testCase, model.name, 'f32');
     compareWithNative(seed, run, model.seconds);
 
     const editSeconds = await editCase(page, testCase);

@@ -22,6 +22,10 @@ pub struct SeedInfo {
     pub model: String,
     /// The fpi version that made it.
     pub fpi_version: String,
+    /// The float type the networks computed in when it was inverted (`f32`, `f16`); absent from derived seeds and
+    /// from seeds of fpi versions that did not record it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub precision: Option<String>,
     /// For a seed made from other seeds (interpolation, centroid): how.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub derivation: Option<Derivation>,
@@ -54,7 +58,13 @@ pub enum Derivation {
 impl SeedInfo {
     /// The record of an inversion with `settings` on the model called `model` by this fpi version.
     pub fn new(settings: InvertSettings, model: impl Into<String>) -> Self {
-        Self { settings, model: model.into(), fpi_version: env!("CARGO_PKG_VERSION").into(), derivation: None }
+        let fpi_version = env!("CARGO_PKG_VERSION").into();
+        Self { settings, model: model.into(), fpi_version, precision: None, derivation: None }
+    }
+
+    /// The same record, saying the networks computed in `precision` (`f32`, `f16`).
+    pub fn with_precision(self, precision: impl Into<String>) -> Self {
+        Self { precision: Some(precision.into()), ..self }
     }
 
     /// The record of a seed made by `derivation`, to be sampled with `settings`, on the model called `model`.
@@ -92,7 +102,7 @@ pub struct Sampling {
 }
 
 /// Metadata keys whose values are text; the others hold numbers (and `derivation`, JSON).
-const TEXT_KEYS: [&str; 4] = ["prompt", "method", "model", "fpi_version"];
+const TEXT_KEYS: [&str; 5] = ["prompt", "method", "model", "fpi_version", "precision"];
 /// The metadata key of a derived seed's [`Derivation`], as JSON text.
 const DERIVATION_KEY: &str = "derivation";
 /// Metadata keys whose values are numbers.
@@ -218,7 +228,7 @@ mod tests {
             method: Method::FixedPoint { iterations: 7, tolerance: Some(2.5e-4) },
             ..InvertSettings::default()
         };
-        SeedInfo::new(settings, "org/model")
+        SeedInfo::new(settings, "org/model").with_precision("f16")
     }
 
     fn metadata(bytes: &[u8]) -> HashMap<String, String> {
@@ -234,7 +244,9 @@ mod tests {
 
     #[test]
     fn a_seed_reads_back_with_its_settings() {
-        for original in [seed(Some(inverted())), seed(None)] {
+        // Also a seed of an fpi version that did not record the precision.
+        let unrecorded = SeedInfo { precision: None, ..inverted() };
+        for original in [seed(Some(inverted())), seed(Some(unrecorded)), seed(None)] {
             assert_eq!(Seed::from_bytes(&original.to_bytes()).unwrap(), original);
         }
     }
@@ -253,6 +265,7 @@ mod tests {
             ("adjust", "2"),
             ("model", "org/model"),
             ("fpi_version", env!("CARGO_PKG_VERSION")),
+            ("precision", "f16"),
         ];
         assert_eq!(map, expected.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
         assert!(metadata(&seed(None).to_bytes()).is_empty());

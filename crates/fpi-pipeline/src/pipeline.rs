@@ -16,7 +16,7 @@ use fpi_models::ModelFolder;
 use fpi_models::clip::{ClipTextModel, TokenTable};
 use fpi_models::config::{ClipConfig, UNetConfig, VaeConfig, parse_config};
 use fpi_models::folder::LoadProgress;
-use fpi_models::precision::cast_parameters;
+use fpi_models::precision::{self, cast_parameters};
 use fpi_models::sd1;
 use fpi_models::source::ModelSource;
 use fpi_models::tokenizer::ClipTokenizer;
@@ -384,7 +384,7 @@ impl Pipeline {
         let seed = Seed {
             latents: to_host(inversion.seed.clone()).await?,
             shape: inversion.seed.dims(),
-            info: Some(SeedInfo::new(settings.clone(), model)),
+            info: Some(SeedInfo::new(settings.clone(), model).with_precision(precision::name(self.dtype()))),
         };
         let settings = settings.clone();
         Ok(InvertedImage { image, seed, evaluations, settings, latents, inversion })
