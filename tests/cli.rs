@@ -244,6 +244,21 @@ fn bad_input_is_one_clear_error_and_leaves_outputs_alone() {
             fpi(&["reconstruct", "--model", model, "--seed", path(&bad_guidance), "--output", out, "--quiet"]),
             "bad-guidance.safetensors: metadata guidance must be a number ≥ 1, got 0.5",
         ),
+        // Refused before any device is opened or model built.
+        (
+            fpi(&[
+                "bench",
+                "--random",
+                "--device",
+                "wgpu",
+                "--size",
+                "1024",
+                "--parts",
+                "group_norm",
+                "--no-inversion",
+            ]),
+            "--parts group_norm at --size 1024 needs a map of 256 MiB",
+        ),
     ];
     for (out, needle) in cases {
         assert!(!out.status.success());

@@ -318,6 +318,7 @@ struct BenchReport {
 }
 
 fn bench(args: BenchArgs) -> Result<(), Failure> {
+    check_group_norm_maps(&args)?;
     let started = Instant::now();
     let (pipeline, model, run) = match args.choice {
         Some(choice) => {
@@ -424,6 +425,25 @@ fn bench(args: BenchArgs) -> Result<(), Failure> {
     };
     print_bench(&report, &settings, &device, args.json);
     Ok(())
+}
+
+/// Before any work: the group-norm parts' maps must each stay under the 128 MiB wgpu binds in one buffer
+/// (lavapipe's and many browsers' limit).
+fn check_group_norm_maps(args: &BenchArgs) -> Result<(), Failure> {
+    let named = args.parts.iter().find(|p| p.starts_with("group_norm"));
+    let largest = fpi_models::group_norm::benchmark_maps(args.size).map(|d| d.iter().product::<usize>() * 4);
+    let largest = largest.into_iter().max().unwrap_or(0);
+    match named {
+        Some(part) if args.run.device.resolve() == Backend::Wgpu && largest >= 128 << 20 => {
+            Err(Failure::from(format!(
+                "--parts {part} at --size {} needs a map of {} MiB, more than wgpu binds in one buffer (128 MiB): use \
+             --size 720 or less",
+                args.size,
+                largest >> 20
+            )))
+        }
+        _ => Ok(()),
+    }
 }
 
 fn print_bench(report: &BenchReport, settings: &InvertSettings, device: &burn::tensor::Device, json: bool) {
