@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use burn::module::{ModuleVisitor, Param};
 use burn::store::{ModuleAdapter, ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
-use burn::tensor::{FloatDType, Tensor};
+use burn::tensor::{Device, FloatDType, Tensor};
 use regex::Regex;
 use serde::Deserialize;
 
@@ -132,6 +132,7 @@ pub async fn load_module<M: ModuleSnapshot>(
     let rules = keys.compile();
 
     let expected = expected_shapes(module);
+    let device = parameter_device(module);
 
     let mut found: BTreeMap<String, (&String, &TensorInfo)> = BTreeMap::new();
     for (key, info) in &header.tensors {
@@ -174,7 +175,14 @@ pub async fn load_module<M: ModuleSnapshot>(
     for chunk in chunks(&tensors, chunk_bytes) {
         let (first, last) = (chunk[0].1.data_offsets[0], chunk[chunk.len() - 1].1.data_offsets[1]);
         let data = source.read(path, header.data_start + first..header.data_start + last).await?;
-        let missing = apply_chunk(module, safetensors_bytes(chunk, first, data), keys, dtype, &shown)?;
+        let bytes = safetensors_bytes(chunk, first, data);
+        let apply = |(module, bytes): (&mut M, Vec<u8>)| apply_chunk(module, bytes, keys, dtype, &shown);
+        // Each weight in a device allocation of its own size: none shares a pool page with activations, whose
+        // freed space would otherwise stay reserved beside the weights.
+        let missing = match &device {
+            Some(device) => device.memory_persistent_allocations((&mut *module, bytes), apply),
+            None => apply((module, bytes)),
+        }?;
         unset = Some(match unset {
             None => missing,
             Some(before) => before.intersection(&missing).cloned().collect(),
@@ -198,6 +206,19 @@ fn expected_shapes<M: ModuleSnapshot>(module: &M) -> BTreeMap<String, Vec<usize>
     let mut visitor = ParameterShapes::default();
     module.visit(&mut visitor);
     visitor.shapes
+}
+
+/// The device of `module`'s first parameter, read without initialising it; `None` for a module without any.
+fn parameter_device<M: ModuleSnapshot>(module: &M) -> Option<Device> {
+    struct First(Option<Device>);
+    impl ModuleVisitor for First {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            self.0.get_or_insert_with(|| param.lazy_device());
+        }
+    }
+    let mut first = First(None);
+    module.visit(&mut first);
+    first.0
 }
 
 /// The [`ModuleVisitor`] behind [`expected_shapes`].

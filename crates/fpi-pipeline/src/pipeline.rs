@@ -208,12 +208,15 @@ impl Pipeline {
             .map(|i| ((i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) as f32 / (1u64 << 24) as f32 * 0.04 - 0.02)
             .collect();
         let table = TokenTable { rows, dim: clip.hidden_size };
-        let (clip, unet, vae) = (
-            cast_parameters(ClipTextModel::new(&clip, table, &device), dtype),
-            cast_parameters(UNet2DConditionModel::new(&unet, &device), dtype),
-            cast_parameters(AutoencoderKL::new(&vae, &device), dtype),
-        );
-        // The weights were made in f32 and cast: once that has run, give the pool's f32 pages back.
+        // Each weight in a device allocation of its own size, as a loaded model's are (`fpi_models::weights`).
+        let (clip, unet, vae) = device.memory_persistent_allocations(table, |table| {
+            (
+                cast_parameters(ClipTextModel::new(&clip, table, &device), dtype),
+                cast_parameters(UNet2DConditionModel::new(&unet, &device), dtype),
+                cast_parameters(AutoencoderKL::new(&vae, &device), dtype),
+            )
+        });
+        // The weights were made in f32 and cast: once that has run, give the f32 copies' memory back.
         device.sync().map_err(|e| RunError::Device(format!("{e:?}")))?;
         device.memory_cleanup();
         Ok(Self { tokenizer, clip, unet, vae, scheduler, device })
