@@ -313,6 +313,33 @@ fn sizes_follow_the_models_depth_and_latents_round_trip() {
     assert_eq!(image_pixels(&again).len(), 36 * 36 * 3);
 }
 
+/// `fpi bench --by-op --json` reports one guided UNet step by operation: every kind the tiny UNet has, each timed,
+/// nothing left untimed (`tests/profile.rs` checks the counts against the model's layers).
+#[test]
+fn bench_profiles_a_unet_step_by_operation() {
+    let (model, device) = (tiny_model(), device_name());
+    let args = ["bench", "--model", path(&model), "--device", &device, "--size", "32", "--steps", "2"];
+    let out = fpi(&[&args[..], &["--no-inversion", "--parts", "clip", "--by-op", "--json"]].concat());
+    assert!(out.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let by_op = &report["by_op"];
+    let ops = by_op["ops"].as_array().unwrap();
+    let names: std::collections::BTreeSet<&str> = ops.iter().map(|op| op["op"].as_str().unwrap()).collect();
+    let kinds = [
+        "convolution 3×3",
+        "convolution 1×1",
+        "linear",
+        "attention (scores, softmax, values)",
+        "group norm (+ SiLU)",
+        "layer norm",
+        "GEGLU gate",
+    ];
+    assert_eq!(names, kinds.into_iter().collect());
+    assert!(ops.iter().all(|op| op["count"].as_u64().unwrap() > 0 && op["seconds"].as_f64().unwrap() > 0.0));
+    assert!(by_op["step_s"].as_f64().unwrap() > 0.0 && by_op["other_s"].as_f64().unwrap() >= 0.0);
+    assert_eq!(by_op["untimed"], 0);
+}
+
 /// `fpi edit` from a photo (inverting it first, keeping the seed), then from that seed: the source branch is the
 /// seed's reconstruction, and a word that is in neither prompt is a one-line error that writes nothing.
 #[test]

@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo test --workspace
-FPI_TEST_DEVICE=wgpu cargo test --workspace --test model_parity --test half_precision --test shaders --test loading_errors --test edit
+FPI_TEST_DEVICE=wgpu cargo test --workspace --test model_parity --test half_precision --test shaders --test profile --test loading_errors --test edit
 FPI_TEST_DEVICE=wgpu cargo test --workspace --test cli invert_then_reconstruct_a_photo
 
 export CHROMEDRIVER=${CHROMEDRIVER:-/usr/bin/chromedriver} WASM_BINDGEN_TEST_TIMEOUT=${WASM_BINDGEN_TEST_TIMEOUT:-900}

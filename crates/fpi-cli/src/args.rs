@@ -402,6 +402,11 @@ pub struct BenchArgs {
     /// rest. group_norm and group_norm_burn (only when named) time one operation by fpi's kernels and by burn's.
     #[arg(long, value_delimiter = ',', value_parser = BENCH_PARTS)]
     pub parts: Vec<String>,
+    /// Also profile one guided UNet step (batch 2) by operation: each convolution, linear layer, attention, norm
+    /// and GEGLU gate runs in a profiling window of its own (the device's timestamps where the adapter has them),
+    /// summed by kind, against the whole step in one window.
+    #[arg(long)]
+    pub by_op: bool,
     /// Print the results as one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,

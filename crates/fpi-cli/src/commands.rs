@@ -10,6 +10,7 @@ use fpi_core::solver::to_host;
 use fpi_models::ModelFolder;
 use fpi_models::device::{Backend, adapters};
 use fpi_models::precision;
+use fpi_models::profile::StepProfile;
 use fpi_pipeline::edit::EditSettings;
 use fpi_pipeline::image_io::{self, RgbImage};
 use fpi_pipeline::{Pipeline, PipelineError};
@@ -314,6 +315,7 @@ struct BenchReport {
     model: String,
     load_s: f64,
     parts: Vec<(&'static str, &'static str, f64)>,
+    by_op: Option<StepProfile>,
     inversion_s: Option<f64>,
 }
 
@@ -403,6 +405,12 @@ fn bench(args: BenchArgs) -> Result<(), Failure> {
             parts.push((key, label, started.elapsed().as_secs_f64() / 5.0));
         }
     }
+    let by_op = if args.by_op {
+        let step = || unet.forward(latents(2), t(2), &states);
+        Some(pollster::block_on(StepProfile::measure(&device, step))?)
+    } else {
+        None
+    };
     let inversion_s = if args.no_inversion {
         None
     } else {
@@ -421,6 +429,7 @@ fn bench(args: BenchArgs) -> Result<(), Failure> {
         model,
         load_s,
         parts,
+        by_op,
         inversion_s,
     };
     print_bench(&report, &settings, &device, args.json);
@@ -461,6 +470,16 @@ fn print_bench(report: &BenchReport, settings: &InvertSettings, device: &burn::t
             "model": report.model,
             "load_s": report.load_s,
             "parts": parts,
+            "by_op": report.by_op.as_ref().map(|p| serde_json::json!({
+                "step_s": p.step_seconds,
+                "other_s": p.other_seconds(),
+                "untimed": p.ops.untimed,
+                "ops": p.ops.rows.iter().map(|row| serde_json::json!({
+                    "op": row.op.name(),
+                    "count": row.count,
+                    "seconds": row.seconds,
+                })).collect::<Vec<_>>(),
+            })),
             "inversion_s": report.inversion_s,
             "peak_resident_mib": peak_resident_mib(),
             "device_in_use_mib": usage.as_ref().map(|u| mib(u.bytes_in_use)),
@@ -474,6 +493,9 @@ fn print_bench(report: &BenchReport, settings: &InvertSettings, device: &burn::t
     println!("{:<28} {:>9.3} s", "load", report.load_s);
     for (_, label, seconds) in &report.parts {
         println!("{label:<28} {seconds:>9.3} s");
+    }
+    if let Some(profile) = &report.by_op {
+        println!("\nUNet, batch 2 (guidance), by operation:\n\n{profile}\n");
     }
     if let Some(seconds) = report.inversion_s {
         println!(

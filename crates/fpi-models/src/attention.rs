@@ -10,6 +10,7 @@ use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, DType, Device, FloatDType, Tensor};
 
 use crate::hook::{AttentionHook, AttentionPlace};
+use crate::profile::{self, Op};
 
 /// The most bytes one score block `[B, H, rows, Lk]` may take. Real WebGPU adapters (and lavapipe) bind at
 /// most 128 MiB per buffer; half of that leaves room for the softmax's temporaries.
@@ -146,14 +147,17 @@ impl Attention {
         hook: Option<(&dyn AttentionHook, AttentionPlace)>,
     ) -> Tensor<3> {
         let context = context.unwrap_or_else(|| x.clone());
-        let q = self.split_heads(self.to_q.forward(x));
-        let k = self.split_heads(self.to_k.forward(context.clone()));
-        let v = self.split_heads(self.to_v.forward(context));
+        let q = self.split_heads(profile::linear(&self.to_q, x));
+        let k = self.split_heads(profile::linear(&self.to_k, context.clone()));
+        let v = self.split_heads(profile::linear(&self.to_v, context));
         let out = match hook.filter(|(hook, place)| hook.wants(place)) {
             Some((hook, place)) => hooked_attention(q, k, v, hook, &place),
-            None => blocked_attention(q, k, v, self.causal),
+            None => {
+                let (device, causal) = (q.device(), self.causal);
+                profile::timed(Op::Attention, &device, || blocked_attention(q, k, v, causal))
+            }
         };
-        self.to_out.forward(merge_heads(out))
+        profile::linear(&self.to_out, merge_heads(out))
     }
 
     fn split_heads(&self, x: Tensor<3>) -> Tensor<4> {

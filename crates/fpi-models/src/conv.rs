@@ -16,8 +16,15 @@ use burn::tensor::module::conv2d as burn_conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{DType, Tensor};
 
+use crate::profile::{self, Op};
+
 /// `conv`'s output for `x` `[B, C, H, W]`: as `conv.forward`, by our kernel on flex.
 pub fn forward(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    let device = x.device();
+    profile::timed(Op::convolution(conv.kernel_size[0]), &device, || untimed(conv, x))
+}
+
+fn untimed(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     let padding = match conv.padding {
         PaddingConfig2d::Explicit(top, left, bottom, right) => [top, left, bottom, right],
         PaddingConfig2d::Valid => [0; 4],

@@ -13,9 +13,15 @@ use burn::tensor::activation::silu;
 use burn::tensor::{DType, FloatDType, Tensor};
 
 use crate::precision::in_f32;
+use crate::profile::{self, Op};
 
 /// `norm(x)`, then SiLU if `then_silu`, for `x` `[B, C, H, W]`.
 pub fn forward(norm: &GroupNorm, x: Tensor<4>, then_silu: bool) -> Tensor<4> {
+    let device = x.device();
+    profile::timed(Op::GroupNorm, &device, || untimed(norm, x, then_silu))
+}
+
+fn untimed(norm: &GroupNorm, x: Tensor<4>, then_silu: bool) -> Tensor<4> {
     #[cfg(not(target_family = "wasm"))]
     if cpu::handles(norm, &x) {
         return cpu::group_norm(norm, x, then_silu);

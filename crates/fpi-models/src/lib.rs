@@ -13,7 +13,8 @@
 //! - `hub` (native): hub ids `ORG/NAME[@REVISION]` found in the Hugging Face cache, downloaded into it when missing
 //!   (feature `download`).
 //!
-//! [`precision`]: f16 on wgpu adapters with `shader-f16` (`auto`), norms and softmax kept in f32.
+//! [`precision`]: f16 on wgpu adapters with `shader-f16` (`auto`), norms and softmax kept in f32. [`profile`]: a
+//! forward pass's device time by kind of operation, natively and in the browser.
 //!
 //! No tensor on the device exceeds 128 MiB at SD1.5 size: CLIP's token table stays on the host, attention runs
 //! in blocks of query rows, and on wgpu the VAE holds its large feature maps as bands of rows
@@ -43,6 +44,7 @@ pub mod hub;
 pub mod ldm;
 pub mod model_files;
 pub mod precision;
+pub mod profile;
 pub mod resnet;
 pub mod sd1;
 pub mod source;

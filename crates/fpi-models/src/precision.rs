@@ -101,7 +101,8 @@ pub fn in_f32<const D: usize>(x: Tensor<D>, f: impl FnOnce(Tensor<D>) -> Tensor<
 
 /// `norm(x)` computed in f32 (a norm's parameters are f32), returned in `x`'s type.
 pub fn layer_norm<const D: usize>(norm: &LayerNorm, x: Tensor<D>) -> Tensor<D> {
-    in_f32(x, |x| norm.forward(x))
+    let device = x.device();
+    crate::profile::timed(crate::profile::Op::LayerNorm, &device, || in_f32(x, |x| norm.forward(x)))
 }
 
 /// Whether parameters of the module type `module_type` (burn's `Struct:Name`) stay f32 in a half-precision model.

@@ -71,7 +71,7 @@ impl ResnetBlock2D {
     pub fn forward<F: FeatureMap>(&self, x: F, temb: Option<&Tensor<2>>) -> F {
         let mut h = x.clone().group_norm_silu(&self.norm1).conv(&self.conv1);
         if let (Some(proj), Some(temb)) = (&self.time_emb_proj, temb) {
-            h = h.shift(proj.forward(silu(temb.clone())));
+            h = h.shift(crate::profile::linear(proj, silu(temb.clone())));
         }
         let h = h.group_norm_silu(&self.norm2).conv(&self.conv2);
         let residual = match &self.conv_shortcut {

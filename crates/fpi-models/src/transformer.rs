@@ -9,6 +9,7 @@ use burn::tensor::{Device, Tensor};
 use crate::attention::{Attention, SCORE_BLOCK_BYTES};
 use crate::hook::HookAt;
 use crate::precision::layer_norm;
+use crate::profile::{self, Op};
 use crate::resnet::{conv, group_norm};
 
 /// GEGLU feed-forward: `proj` to twice the inner width, `x · gelu(gate)`, back to `dim`.
@@ -41,8 +42,10 @@ impl FeedForward {
     }
 
     fn block(&self, x: Tensor<3>) -> Tensor<3> {
-        let [value, gate] = self.geglu.forward(x).chunk(2, 2).try_into().expect("two halves");
-        self.out.forward(value * gelu(gate))
+        let [value, gate] = profile::linear(&self.geglu, x).chunk(2, 2).try_into().expect("two halves");
+        let device = value.device();
+        let gated = profile::timed(Op::GegluGate, &device, || value * gelu(gate));
+        profile::linear(&self.out, gated)
     }
 }
 
@@ -153,7 +156,7 @@ impl Transformer2DModel {
         let to_tokens = |t: Tensor<4>| t.reshape([b, c, h * w]).swap_dims(1, 2);
         let mut tokens = match &self.proj_in {
             Projection::Conv(conv) => to_tokens(crate::conv::forward(conv, normed)),
-            Projection::Linear(linear) => linear.forward(to_tokens(normed)),
+            Projection::Linear(linear) => profile::linear(linear, to_tokens(normed)),
         };
         for (layer, block) in self.transformer_blocks.iter().enumerate() {
             tokens = block.forward(tokens, context, hook.map(|at| (at, layer, [h, w])));
@@ -161,7 +164,7 @@ impl Transformer2DModel {
         let to_map = |t: Tensor<3>| t.swap_dims(1, 2).reshape([b, c, h, w]);
         let out = match &self.proj_out {
             Projection::Conv(conv) => crate::conv::forward(conv, to_map(tokens)),
-            Projection::Linear(linear) => to_map(linear.forward(tokens)),
+            Projection::Linear(linear) => to_map(profile::linear(linear, tokens)),
         };
         out + x
     }

@@ -8,6 +8,7 @@ use burn::tensor::{Device, FloatDType, Tensor};
 
 use crate::config::{DownBlockType, UNetConfig, UpBlockType};
 use crate::hook::{AttentionHook, HookAt, UNetPart};
+use crate::profile;
 use crate::resnet::{Downsample2D, ResnetBlock2D, ResnetShape, Upsample2D, conv, group_norm};
 use crate::transformer::{Transformer2DModel, TransformerShape};
 
@@ -229,8 +230,8 @@ impl UNet2DConditionModel {
         let at = |part, block, transformer| hook.map(|hook| HookAt { hook, part, block, transformer });
         let dtype = self.dtype();
         let context = &context.clone().cast(dtype);
-        let temb = self.time_embedding.linear_1.forward(self.timestep_features(timesteps).cast(dtype));
-        let temb = self.time_embedding.linear_2.forward(silu(temb));
+        let temb = profile::linear(&self.time_embedding.linear_1, self.timestep_features(timesteps).cast(dtype));
+        let temb = profile::linear(&self.time_embedding.linear_2, silu(temb));
 
         let mut h = crate::conv::forward(&self.conv_in, x.cast(dtype));
         let mut skips = vec![h.clone()];

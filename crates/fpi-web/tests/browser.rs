@@ -204,3 +204,21 @@ async fn group_norm_speed() {
         }
     }
 }
+
+/// Not a test: one guided UNet step of SD1.x (random weights, f32, 256²: latents `[2, 4, 32, 32]`) profiled by
+/// operation in the browser, as `fpi bench --by-op` does natively (`fpi_models::profile`; WebGPU's timestamps).
+/// Run: `cargo test --release --target wasm32-unknown-unknown -p fpi-web -- --include-ignored unet_step_by_op`.
+#[wasm_bindgen_test]
+#[ignore]
+async fn unet_step_by_op() {
+    use burn::tensor::{Distribution, Tensor};
+    use fpi_models::config::{UNetConfig, parse_config};
+    let device = fpi_web::webgpu_device().await.map_err(JsValue::from).unwrap();
+    let config: UNetConfig = parse_config(fpi_models::sd1::UNET_CONFIG, "SD1.x".as_ref()).unwrap();
+    let unet = fpi_models::unet::UNet2DConditionModel::new(&config, &device);
+    let latents = Tensor::<4>::random([2, 4, 32, 32], Distribution::Normal(0.0, 1.0), &device);
+    let states = Tensor::<3>::random([2, 77, 768], Distribution::Normal(0.0, 1.0), &device);
+    let step = || unet.forward(latents.clone(), Tensor::full([2], 501.0, &device), &states);
+    let profile = fpi_models::profile::StepProfile::measure(&device, step).await.unwrap();
+    web_sys::console::log_1(&format!("SD1.x UNet, batch 2, 256², f32, by operation:\n{profile}").into());
+}
