@@ -57,7 +57,7 @@ thread_local! {
     static WINDOWS: RefCell<Option<Vec<(Op, ProfileDuration)>>> = const { RefCell::new(None) };
     /// Whether a window is open (a window inside it would be charged to both).
     static INSIDE: Cell<bool> = const { Cell::new(false) };
-    /// Operations that ran without a window because the device refused to open one.
+    /// Operations that ran without a measurement because the device refused to open or close their window.
     static UNTIMED: Cell<usize> = const { Cell::new(0) };
 }
 
