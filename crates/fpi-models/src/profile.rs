@@ -161,8 +161,9 @@ impl OpTimes {
     }
 }
 
-/// A step's time by operation: the timed kinds against the whole step measured in one window, the rest (residual
-/// additions, concatenations, upsampling, reshapes, the time embedding) as "other".
+/// A step's time by operation: the timed kinds against the whole step measured in one window; the rest (residual
+/// additions, concatenations, upsampling, layout copies, and the device waiting between operations) is "everything
+/// else".
 #[derive(Debug, Clone, PartialEq)]
 pub struct StepProfile {
     /// The whole step in one profiling window (no window per operation), in seconds.
@@ -201,7 +202,11 @@ impl fmt::Display for StepProfile {
             writeln!(f, "| {} | {} | {:.4} | {:.1} % |", row.op.name(), row.count, row.seconds, share(row.seconds))?;
         }
         let other = self.other_seconds();
-        writeln!(f, "| other (additions, concatenation, upsampling, …) | | {other:.4} | {:.1} % |", share(other))?;
+        writeln!(
+            f,
+            "| everything else (additions, concatenations, copies, waiting) | | {other:.4} | {:.1} % |",
+            share(other)
+        )?;
         write!(f, "| whole step (one window) | | {:.4} | 100 % |", self.step_seconds)?;
         if self.ops.untimed > 0 {
             write!(f, "\n\n{} operations ran without a measurement.", self.ops.untimed)?;
