@@ -94,13 +94,23 @@ pub(crate) fn linear<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> 
 /// Runs `f` with the layers timing their operations; returns its output and the windows, to be resolved once the
 /// device has run them ([`Recording::resolve`]).
 pub fn record<O>(f: impl FnOnce() -> O) -> (O, Recording) {
+    /// Ends the recording however `f` ends, a panic included, so that a later [`record`] can start.
+    struct Open;
+    impl Drop for Open {
+        fn drop(&mut self) {
+            WINDOWS.with_borrow_mut(|windows| *windows = None);
+            INSIDE.set(false);
+        }
+    }
     WINDOWS.with_borrow_mut(|windows| {
         assert!(windows.is_none(), "profile::record does not nest");
         *windows = Some(Vec::new());
     });
+    let open = Open;
     UNTIMED.set(0);
     let out = f();
     let windows = WINDOWS.with_borrow_mut(Option::take).unwrap_or_default();
+    drop(open);
     (out, Recording { windows, untimed: UNTIMED.take() })
 }
 
@@ -212,5 +222,25 @@ impl fmt::Display for StepProfile {
             write!(f, "\n\n{} operations ran without a measurement.", self.ops.untimed)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::tensor::{Device, Tensor};
+
+    use super::{Op, record, timed};
+
+    #[test]
+    #[allow(deprecated)]
+    fn a_panic_inside_a_recording_ends_it() {
+        let device = Device::ndarray();
+        let panicked = std::panic::catch_unwind(|| record(|| timed(Op::Linear, &Device::ndarray(), || panic!("op"))));
+        assert!(panicked.is_err());
+        let x = Tensor::<1>::ones([4], &device);
+        let (y, recording) = record(|| timed(Op::Linear, &device, || x.clone() * 2.0));
+        assert_eq!(y.into_data().to_vec::<f32>().unwrap(), vec![2.0; 4]);
+        let times = pollster::block_on(recording.resolve());
+        assert_eq!((times.rows.len(), times.rows[0].op, times.rows[0].count, times.untimed), (1, Op::Linear, 1, 0));
     }
 }
