@@ -224,7 +224,7 @@ fn edits_match_prompt_to_prompt() {
                     assert_eq!(t, s, "outside the mask at {i}");
                 }
             }
-            assert!(mask.iter().any(|&m| m == 0.0) && mask.iter().any(|&m| m == 1.0));
+            assert!(mask.contains(&0.0) && mask.contains(&1.0));
         }
     }
 }

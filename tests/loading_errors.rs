@@ -10,7 +10,7 @@ fn unet_file(dir: &tempfile::TempDir) -> std::path::PathBuf {
 }
 
 fn load_unet_err(dir: &tempfile::TempDir) -> Error {
-    load_unet(&folder(dir.path())).err().expect("loading must fail")
+    load_unet(&folder(dir.path())).expect_err("loading must fail")
 }
 
 #[test]
@@ -64,7 +64,7 @@ fn a_mis_shaped_tensor_names_both_shapes() {
     // The tiny VAE's config with more latent channels than its weights have.
     let dir = copy_part("vae");
     edit_config(dir.path(), "vae", |json| json["latent_channels"] = 8.into());
-    let err = load_vae(&folder(dir.path())).err().expect("loading must fail");
+    let err = load_vae(&folder(dir.path())).expect_err("loading must fail");
     match &err {
         Error::ShapeMismatch { key, expected, found, .. } => {
             assert!(
@@ -217,7 +217,7 @@ fn parts_that_do_not_fit_together_are_an_error_naming_the_folder() {
 #[test]
 fn a_path_that_is_not_a_folder_is_an_error() {
     let file = tiny_model().join("model_index.json");
-    let err = fpi_models::ModelFolder::open(&file).err().expect("a file is not a model folder");
+    let err = fpi_models::ModelFolder::open(&file).expect_err("a file is not a model folder");
     assert!(matches!(&err, Error::NotAFolder { path } if path == &file), "{err}");
     assert!(err.to_string().contains("not a directory"), "{err}");
 }
@@ -236,11 +236,11 @@ fn a_missing_part_is_named() {
 #[test]
 fn token_ids_clip_cannot_take_are_an_error() {
     let clip = load_clip(&folder(&variants())).unwrap();
-    let err = clip.forward(&[vec![0; 76]], &device()).err().expect("a short row");
+    let err = clip.forward(&[vec![0; 76]], &device()).expect_err("a short row");
     assert!(matches!(err, Error::TokenCount { expected: 77, found: 76 }), "{err}");
     let mut ids = vec![0; 77];
     ids[5] = 1000;
-    let err = clip.forward(&[ids], &device()).err().expect("an id past the vocabulary");
+    let err = clip.forward(&[ids], &device()).expect_err("an id past the vocabulary");
     assert!(matches!(err, Error::TokenOutOfRange { id: 1000, vocab: 1000 }), "{err}");
     assert!(err.to_string().contains("token id 1000 is outside the vocabulary of 1000"), "{err}");
 }

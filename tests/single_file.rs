@@ -106,7 +106,7 @@ fn an_sd15_sized_checkpoint_loads_with_the_built_in_configs() {
 #[test]
 fn the_built_in_config_is_sd1x_and_says_so_when_sizes_differ() {
     let file = open(&single_file("tiny-sd.safetensors"), None, None).unwrap();
-    let err = load_unet(&file).err().expect("the tiny UNet is not SD1.x-sized");
+    let err = load_unet(&file).expect_err("the tiny UNet is not SD1.x-sized");
     let message = err.to_string();
     assert!(
         message.contains("(unet, sized by SD1.x's built-in config)") && message.contains("expected [320]"),
@@ -143,7 +143,7 @@ const CONV_IN: &str = "model.diffusion_model.input_blocks.0.0.weight";
 const TO_K: &str = "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight";
 
 fn open_err(path: &Path) -> String {
-    let err: Error = pollster::block_on(ModelFiles::open(path, None, None)).err().expect("must be refused");
+    let err: Error = pollster::block_on(ModelFiles::open(path, None, None)).expect_err("must be refused");
     let message = err.to_string();
     assert!(!message.contains('\n'), "not one line: {message}");
     assert!(message.starts_with(&path.display().to_string()), "does not name the file: {message}");

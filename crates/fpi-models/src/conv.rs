@@ -230,6 +230,8 @@ mod cpu {
         let mut out = vec![0f32; s.batch * s.c_out * s.out_h * s.out_w];
         let target = Output(out.as_mut_ptr());
         (0..s.batch * row_blocks * channel_blocks).into_par_iter().for_each(|index| {
+            // The closure must capture the whole `Output` (Send and Sync), not only its raw pointer field.
+            #[allow(clippy::redundant_locals)]
             let target = target;
             let (b, rest) = (index / (row_blocks * channel_blocks), index % (row_blocks * channel_blocks));
             let (row0, channel0) = ((rest / channel_blocks) * block_rows, (rest % channel_blocks) * block_channels);
